@@ -1,0 +1,140 @@
+//! How a CLI process is started: its argv and environment for a launch profile.
+
+use std::time::Duration;
+
+use crate::credentials::Credentials;
+use crate::domain::LaunchProfile;
+
+/// Settings of every CLI process, whatever its profile.
+#[derive(Clone, Debug)]
+pub struct CliSettings {
+    /// The CLI executable inside the worker image.
+    pub program: String,
+    /// `ANTHROPIC_BASE_URL` for the CLI, when the upstream is not the default.
+    pub base_url: Option<String>,
+    /// Upstream retries the CLI makes before reporting an error (`CLAUDE_CODE_MAX_RETRIES`).
+    pub max_retries: u32,
+    /// How long an upstream byte stream may stay silent before the CLI gives up on it
+    /// (`CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS`).
+    pub stream_idle_timeout: Duration,
+}
+
+impl Default for CliSettings {
+    fn default() -> Self {
+        CliSettings {
+            program: "claude".to_string(),
+            base_url: None,
+            max_retries: 0,
+            stream_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The argv of a long-lived CLI process serving `profile` over stream-json.
+pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        settings.program.as_str(),
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--include-partial-messages",
+        "--no-session-persistence",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if profile.builtin_tools {
+        // Safe only because the container is the boundary; the CLI refuses this as root.
+        argv.push("--dangerously-skip-permissions".to_string());
+    } else {
+        argv.push("--tools".to_string());
+        argv.push(String::new());
+    }
+    if let Some(prompt) = &profile.system_prompt {
+        argv.push("--system-prompt".to_string());
+        argv.push(prompt.clone());
+    }
+    if let Some(schema) = &profile.json_schema {
+        argv.push("--json-schema".to_string());
+        argv.push(schema.clone());
+    }
+    argv
+}
+
+/// The environment of a CLI process: credentials, upstream, retry and quiet settings.
+/// Holds secrets: never log it.
+pub fn cli_env(
+    settings: &CliSettings,
+    profile: &LaunchProfile,
+    credentials: &Credentials,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "CLAUDE_CODE_MAX_RETRIES".into(),
+            settings.max_retries.to_string(),
+        ),
+        (
+            "CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS".into(),
+            settings.stream_idle_timeout.as_millis().to_string(),
+        ),
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+            "1".into(),
+        ),
+        ("DISABLE_TELEMETRY".into(), "1".into()),
+        ("DISABLE_AUTOUPDATER".into(), "1".into()),
+    ];
+    if let Some(url) = &settings.base_url {
+        env.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
+    }
+    if let Some(limit) = profile.max_output_tokens {
+        env.push(("CLAUDE_CODE_MAX_OUTPUT_TOKENS".into(), limit.to_string()));
+    }
+    env.extend(credentials.cli_env());
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_profile_turns_tools_off_and_streams_partial_messages() {
+        let argv = cli_argv(&CliSettings::default(), &LaunchProfile::default());
+        let joined = argv.join(" ");
+        assert!(joined.starts_with("claude -p --input-format stream-json --output-format stream-json --verbose --include-partial-messages"));
+        let tools = argv.iter().position(|a| a == "--tools").expect("--tools");
+        assert_eq!(argv[tools + 1], "");
+        assert!(!argv.iter().any(|a| a == "--dangerously-skip-permissions"));
+    }
+
+    #[test]
+    fn profile_fields_become_flags_and_env() {
+        let profile = LaunchProfile {
+            system_prompt: Some("Be brief.".into()),
+            builtin_tools: true,
+            json_schema: Some("{\"type\":\"object\"}".into()),
+            max_output_tokens: Some(64),
+        };
+        let argv = cli_argv(&CliSettings::default(), &profile);
+        let after = |flag: &str| argv[argv.iter().position(|a| a == flag).expect(flag) + 1].clone();
+        assert_eq!(after("--system-prompt"), "Be brief.");
+        assert_eq!(after("--json-schema"), "{\"type\":\"object\"}");
+        assert!(argv.iter().any(|a| a == "--dangerously-skip-permissions"));
+        assert!(!argv.iter().any(|a| a == "--tools"));
+
+        let settings = CliSettings {
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..CliSettings::default()
+        };
+        let env = cli_env(&settings, &profile, &Credentials::OAuthToken("tok".into()));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("CLAUDE_CODE_MAX_OUTPUT_TOKENS"), Some("64"));
+        assert_eq!(get("ANTHROPIC_BASE_URL"), Some("http://127.0.0.1:9"));
+        assert_eq!(get("CLAUDE_CODE_OAUTH_TOKEN"), Some("tok"));
+        assert_eq!(get("CLAUDE_CODE_MAX_RETRIES"), Some("0"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The service's typed configuration, from command-line flags and `CCPOOL_…` environment
+//! variables (flags win), validated before anything starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::CliSettings;
+use crate::credentials::Credentials;
+use crate::pool::{PoolConfig, ReusePolicy};
+use crate::sandbox::SandboxConfig;
+use crate::worker::WorkerSettings;
+
+/// What happens to a worker after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyName {
+    Reuse,
+    Fresh,
+}
+
+/// Every setting of the worker runtime and the pool.
+#[derive(Clone, Debug, Args)]
+pub struct RuntimeArgs {
+    /// Names this ccpool instance on its containers' labels; a restart removes what the
+    /// previous run of the same instance left. Give side-by-side instances different names.
+    #[arg(long, env = "CCPOOL_INSTANCE", default_value = "ccpool")]
+    pub instance: String,
+    /// The worker image (build it with images/build.sh).
+    #[arg(
+        long,
+        env = "CCPOOL_WORKER_IMAGE",
+        default_value = "ccpool-worker:latest"
+    )]
+    pub worker_image: String,
+    /// Docker network mode of worker containers: bridge, none, host, or a network name.
+    #[arg(long, env = "CCPOOL_NETWORK", default_value = "bridge")]
+    pub network: String,
+    /// Memory limit of each worker container, in MiB (0: none).
+    #[arg(long, env = "CCPOOL_MEMORY_MIB", default_value_t = 1024)]
+    pub memory_mib: u32,
+    /// CPU limit of each worker container, in cores (0: none).
+    #[arg(long, env = "CCPOOL_CPUS", default_value_t = 1.0)]
+    pub cpus: f64,
+    /// Process limit of each worker container (0: none).
+    #[arg(long, env = "CCPOOL_PIDS_LIMIT", default_value_t = 256)]
+    pub pids_limit: i64,
+    /// Size of each tmpfs (/tmp, home, workspace), in MiB.
+    #[arg(long, env = "CCPOOL_TMPFS_MIB", default_value_t = 512)]
+    pub tmpfs_mib: u32,
+    /// Turn off the read-only root filesystem (on by default).
+    #[arg(long, env = "CCPOOL_WRITABLE_ROOTFS")]
+    pub writable_rootfs: bool,
+    /// Keep Linux capabilities (all are dropped by default).
+    #[arg(long, env = "CCPOOL_KEEP_CAPABILITIES")]
+    pub keep_capabilities: bool,
+    /// Allow gaining privileges through setuid binaries (forbidden by default).
+    #[arg(long, env = "CCPOOL_ALLOW_NEW_PRIVILEGES")]
+    pub allow_new_privileges: bool,
+    /// Run without an init process as PID 1 (one runs by default).
+    #[arg(long, env = "CCPOOL_NO_INIT")]
+    pub no_init: bool,
+    /// `ANTHROPIC_BASE_URL` for the workers' CLI.
+    #[arg(long, env = "CCPOOL_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+    /// Upstream retries the CLI makes before reporting an error.
+    #[arg(long, env = "CCPOOL_CLI_MAX_RETRIES", default_value_t = 0)]
+    pub cli_max_retries: u32,
+    /// Seconds an upstream byte stream may stay silent before the CLI gives up on it.
+    #[arg(long, env = "CCPOOL_STREAM_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub stream_idle_timeout_secs: u64,
+    /// Watchdog: seconds the CLI may stay silent during a request before it is stopped.
+    #[arg(long, env = "CCPOOL_SILENCE_LIMIT_SECS", default_value_t = 120)]
+    pub silence_limit_secs: u64,
+    /// Seconds a worker may take to start (container and CLI).
+    #[arg(long, env = "CCPOOL_START_TIMEOUT_SECS", default_value_t = 60)]
+    pub start_timeout_secs: u64,
+    /// What happens to a worker after a request.
+    #[arg(long, env = "CCPOOL_POLICY", value_enum, default_value_t = PolicyName::Reuse)]
+    pub policy: PolicyName,
+    /// With `reuse`: requests a worker serves before it is retired.
+    #[arg(long, env = "CCPOOL_MAX_USES", default_value_t = 100)]
+    pub max_uses: u32,
+    /// With `reuse`: seconds a worker lives before it is retired.
+    #[arg(long, env = "CCPOOL_MAX_AGE_SECS", default_value_t = 3600)]
+    pub max_age_secs: u64,
+    /// Containers at most.
+    #[arg(long, env = "CCPOOL_MAX_WORKERS", default_value_t = 8)]
+    pub max_workers: usize,
+    /// Warm workers kept for the default launch profile.
+    #[arg(long, env = "CCPOOL_WARM", default_value_t = 2)]
+    pub warm: usize,
+    /// Seconds a request may wait for a worker before it is told the pool is busy.
+    #[arg(long, env = "CCPOOL_CHECKOUT_TIMEOUT_SECS", default_value_t = 30)]
+    pub checkout_timeout_secs: u64,
+    /// Seconds a used worker may stay idle before it is retired.
+    #[arg(long, env = "CCPOOL_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+}
+
+/// A setting is out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl RuntimeArgs {
+    /// Checks ranges that clap's types do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.max_workers == 0 {
+            return err("max-workers must be at least 1");
+        }
+        if self.warm > self.max_workers {
+            return err("warm must not exceed max-workers");
+        }
+        if self.policy == PolicyName::Reuse && self.max_uses == 0 {
+            return err("max-uses must be at least 1");
+        }
+        if !(self.cpus >= 0.0 && self.cpus.is_finite()) {
+            return err("cpus must be a non-negative number");
+        }
+        if self.instance.is_empty()
+            || !self
+                .instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return err("instance must be letters, digits, '-' or '_'");
+        }
+        Ok(())
+    }
+
+    pub fn worker_settings(&self, credentials: Credentials) -> WorkerSettings {
+        let nonzero = |v: u32| (v > 0).then_some(v);
+        WorkerSettings {
+            sandbox: SandboxConfig {
+                image: self.worker_image.clone(),
+                network: self.network.clone(),
+                memory_mib: nonzero(self.memory_mib),
+                cpus: (self.cpus > 0.0).then_some(self.cpus),
+                pids_limit: (self.pids_limit > 0).then_some(self.pids_limit),
+                tmpfs_size_mib: self.tmpfs_mib,
+                read_only_rootfs: !self.writable_rootfs,
+                cap_drop_all: !self.keep_capabilities,
+                no_new_privileges: !self.allow_new_privileges,
+                init: !self.no_init,
+                ..SandboxConfig::default()
+            },
+            cli: CliSettings {
+                base_url: self.upstream_url.clone(),
+                max_retries: self.cli_max_retries,
+                stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_secs),
+                ..CliSettings::default()
+            },
+            credentials,
+            instance_id: self.instance.clone(),
+            start_timeout: Duration::from_secs(self.start_timeout_secs),
+            silence_limit: Duration::from_secs(self.silence_limit_secs),
+            ..WorkerSettings::default()
+        }
+    }
+
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            policy: match self.policy {
+                PolicyName::Reuse => ReusePolicy::Reuse {
+                    max_uses: self.max_uses,
+                    max_age: Duration::from_secs(self.max_age_secs),
+                },
+                PolicyName::Fresh => ReusePolicy::Fresh,
+            },
+            max_workers: self.max_workers,
+            warm_default: self.warm,
+            checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            ..PoolConfig::default()
+        }
+    }
+}
+
+/// Settings of `ccpool serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CCPOOL_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Seconds running requests get to finish at shutdown.
+    #[arg(long, env = "CCPOOL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    #[test]
+    fn defaults_validate_and_map_to_hardened_settings() {
+        let cli = Cli::try_parse_from(["ccpool"]).unwrap();
+        cli.runtime.validate().unwrap();
+        let settings = cli.runtime.worker_settings(Credentials::None);
+        assert_eq!(settings.sandbox, SandboxConfig::default());
+        assert!(matches!(
+            cli.runtime.pool_config().policy,
+            ReusePolicy::Reuse { max_uses: 100, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            vec!["ccpool", "--max-workers", "0"],
+            vec!["ccpool", "--warm", "9"],
+            vec!["ccpool", "--instance", "a b"],
+            vec!["ccpool", "--cpus=-1"],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap();
+            assert!(cli.runtime.validate().is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn flags_relax_the_sandbox() {
+        let cli = Cli::try_parse_from([
+            "ccpool",
+            "--writable-rootfs",
+            "--memory-mib",
+            "0",
+            "--network",
+            "none",
+            "--policy",
+            "fresh",
+        ])
+        .unwrap();
+        let s = cli.runtime.worker_settings(Credentials::None).sandbox;
+        assert!(!s.read_only_rootfs);
+        assert_eq!(s.memory_mib, None);
+        assert_eq!(s.network, "none");
+        assert_eq!(cli.runtime.pool_config().policy, ReusePolicy::Fresh);
+    }
+}

@@ -1,0 +1,257 @@
+//! The Docker Engine implementation of `ContainerRuntime`, over bollard. Knows the Docker API;
+//! knows nothing of the CLI, the pool or the HTTP APIs.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use futures::StreamExt;
+
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutput, ExecProcess, ExecSpec, RuntimeError,
+};
+
+/// A Docker engine reached through its API socket.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine named by `DOCKER_HOST`, else the default local socket, and
+    /// agrees on an API version both sides speak.
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        let docker =
+            Docker::connect_with_defaults().map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Ok(DockerRuntime { docker })
+    }
+
+    /// The bollard client, for the few callers that need more than the trait.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The engine's version string.
+    pub async fn engine_version(&self) -> Result<String, RuntimeError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Ok(v.version.unwrap_or_default())
+    }
+
+    /// Whether an image is present locally.
+    pub async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(RuntimeError::Connect(e.to_string())),
+        }
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<String> {
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn start_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let host_config = HostConfig {
+            readonly_rootfs: Some(spec.read_only_rootfs),
+            tmpfs: Some(spec.tmpfs.iter().cloned().collect::<HashMap<_, _>>()),
+            cap_drop: Some(spec.cap_drop.clone()),
+            security_opt: Some(spec.security_opt.clone()),
+            init: Some(spec.init),
+            memory: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
+            pids_limit: spec.pids_limit,
+            network_mode: spec.network_mode.clone(),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
+            env: Some(pairs(&spec.env)),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: spec.name.clone(),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| RuntimeError::CreateContainer(e.to_string()))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            // Do not leave a created-but-never-started container behind.
+            let _ = self.remove_container(&created.id).await;
+            return Err(RuntimeError::StartContainer {
+                id: created.id,
+                cause: e.to_string(),
+            });
+        }
+        Ok(created.id)
+    }
+
+    async fn exec(&self, container_id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
+        let options = CreateExecOptions {
+            cmd: Some(spec.cmd.clone()),
+            env: Some(pairs(&spec.env)),
+            user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container_id, options)
+            .await
+            .map_err(|e| match e {
+                e if is_not_found(&e) => RuntimeError::NotFound(container_id.to_string()),
+                e => RuntimeError::CreateExec {
+                    id: container_id.to_string(),
+                    cause: e.to_string(),
+                },
+            })?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(64 * 1024),
+                }),
+            )
+            .await
+            .map_err(|e| RuntimeError::StartExec {
+                id: created.id.clone(),
+                cause: e.to_string(),
+            })?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok(ExecProcess {
+                id: created.id,
+                stdin: input,
+                output: output
+                    .filter_map(|frame| async move {
+                        match frame {
+                            Ok(LogOutput::StdOut { message }) => {
+                                Some(Ok(ExecOutput::Stdout(message)))
+                            }
+                            Ok(LogOutput::StdErr { message }) => {
+                                Some(Ok(ExecOutput::Stderr(message)))
+                            }
+                            Ok(LogOutput::Console { message }) => {
+                                Some(Ok(ExecOutput::Stdout(message)))
+                            }
+                            Ok(LogOutput::StdIn { .. }) => None,
+                            Err(e) => Some(Err(RuntimeError::ExecOutput(e.to_string()))),
+                        }
+                    })
+                    .boxed(),
+            }),
+            StartExecResults::Detached => Err(RuntimeError::StartExec {
+                id: created.id,
+                cause: "the engine detached an attached exec".into(),
+            }),
+        }
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        let inspect =
+            self.docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(|e| RuntimeError::InspectExec {
+                    id: exec_id.to_string(),
+                    cause: e.to_string(),
+                })?;
+        Ok(if inspect.running == Some(true) {
+            None
+        } else {
+            Some(inspect.exit_code.unwrap_or(-1))
+        })
+    }
+
+    async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_container(container_id, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // 409: a removal of this container is already in progress.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(RuntimeError::RemoveContainer {
+                id: container_id.to_string(),
+                cause: e.to_string(),
+            }),
+        }
+    }
+
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| RuntimeError::ListContainers(e.to_string()))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,231 @@
+//! Serde-free types of one request to a worker and of what comes back: the language the API
+//! dialects translate into and out of, and the only one the worker layer accepts.
+
+use std::fmt;
+
+/// One user turn to be served by a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnRequest {
+    /// The content of the new user message, in order.
+    pub content: Vec<ContentBlock>,
+    /// The model to answer with; `None` keeps the worker's current model.
+    pub model: Option<String>,
+}
+
+impl TurnRequest {
+    /// A request with one text block and the worker's current model.
+    pub fn text(text: impl Into<String>) -> Self {
+        TurnRequest {
+            content: vec![ContentBlock::Text(text.into())],
+            model: None,
+        }
+    }
+}
+
+/// A block of user content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentBlock {
+    Text(String),
+    /// A base64-encoded image, passed to the upstream unchanged.
+    Image {
+        media_type: String,
+        data: String,
+    },
+}
+
+/// Why the model stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    EndTurn,
+    MaxTokens,
+    StopSequence,
+    ToolUse,
+    PauseTurn,
+    Refusal,
+    Other(String),
+}
+
+impl StopReason {
+    pub fn parse(s: &str) -> StopReason {
+        match s {
+            "end_turn" => StopReason::EndTurn,
+            "max_tokens" => StopReason::MaxTokens,
+            "stop_sequence" => StopReason::StopSequence,
+            "tool_use" => StopReason::ToolUse,
+            "pause_turn" => StopReason::PauseTurn,
+            "refusal" => StopReason::Refusal,
+            other => StopReason::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            StopReason::EndTurn => "end_turn",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::StopSequence => "stop_sequence",
+            StopReason::ToolUse => "tool_use",
+            StopReason::PauseTurn => "pause_turn",
+            StopReason::Refusal => "refusal",
+            StopReason::Other(s) => s,
+        }
+    }
+}
+
+/// Token counts of one turn (never the CLI process's running totals).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+/// One streamed event of the model's answer, in the order the upstream produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TurnEvent {
+    MessageStart {
+        id: String,
+        model: String,
+        usage: Usage,
+    },
+    BlockStart {
+        index: u32,
+        block: BlockKind,
+    },
+    BlockDelta {
+        index: u32,
+        delta: BlockDelta,
+    },
+    BlockStop {
+        index: u32,
+    },
+    MessageDelta {
+        stop_reason: Option<StopReason>,
+        stop_sequence: Option<String>,
+        usage: Usage,
+    },
+    MessageStop,
+}
+
+/// What a content block holds, as announced when it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    Text,
+    Thinking,
+    RedactedThinking { data: String },
+    ToolUse { id: String, name: String },
+    Other(String),
+}
+
+/// An increment of a content block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockDelta {
+    Text(String),
+    Thinking(String),
+    Signature(String),
+    InputJson(String),
+    Other(String),
+}
+
+/// How a turn ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TurnStatus {
+    /// The CLI reported success.
+    Completed,
+    /// The turn was interrupted (client gone, or asked to stop).
+    Interrupted,
+    /// The upstream API answered with an error.
+    UpstreamError {
+        /// The HTTP status the upstream answered with, when known.
+        status: Option<u16>,
+        /// The upstream's error type (`rate_limit_error`, …), when known.
+        kind: Option<String>,
+        message: String,
+    },
+    /// The worker failed: the CLI crashed, its container died, it fell silent, or it
+    /// printed what cannot be read.
+    WorkerFailed(String),
+}
+
+/// The end of a turn: its status and totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnOutcome {
+    pub status: TurnStatus,
+    pub stop_reason: Option<StopReason>,
+    pub usage: Usage,
+    /// The final text as the CLI reports it.
+    pub text: String,
+}
+
+impl TurnOutcome {
+    pub fn failed(reason: impl Into<String>) -> Self {
+        TurnOutcome {
+            status: TurnStatus::WorkerFailed(reason.into()),
+            stop_reason: None,
+            usage: Usage::default(),
+            text: String::new(),
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.status == TurnStatus::Completed
+    }
+}
+
+/// What a turn stream yields: events, then exactly one `Finished` as the last item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TurnItem {
+    Event(TurnEvent),
+    Finished(TurnOutcome),
+}
+
+/// Who a worker serves. A worker that served one owner never serves another.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerKey(String);
+
+impl OwnerKey {
+    /// An owner named by something that is not a secret (a session id, a key's hash).
+    pub fn new(id: impl Into<String>) -> Self {
+        OwnerKey(id.into())
+    }
+
+    /// The owner of requests that carry no client identity.
+    pub fn anonymous() -> Self {
+        OwnerKey("anonymous".to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What is fixed when a CLI process starts. Workers are pooled per profile: a request can
+/// only be served by a worker launched with the profile it needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LaunchProfile {
+    /// Replaces the CLI's default system prompt when set.
+    pub system_prompt: Option<String>,
+    /// Whether the CLI's built-in tools are on (only inside a session's sandbox).
+    pub builtin_tools: bool,
+    /// A JSON schema the final answer must satisfy (`--json-schema`).
+    pub json_schema: Option<String>,
+    /// The output-token limit the CLI asks the upstream for.
+    pub max_output_tokens: Option<u32>,
+}
+
+impl LaunchProfile {
+    /// A short stable fingerprint, for labels and logs (never the prompt itself).
+    pub fn fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() uses fixed keys, so the value is stable within a build.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+}

@@ -1,0 +1,300 @@
+//! In-process fakes for unit tests of the worker and pool logic: a container runtime whose
+//! "CLI" is a task that speaks a small subset of stream-json over in-memory pipes. Never used
+//! outside tests; the Docker tests use the real engine and the real CLI.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutput, ExecProcess, ExecSpec, RuntimeError,
+};
+
+#[derive(Default)]
+struct FakeState {
+    next_id: u64,
+    containers: HashMap<String, FakeContainer>,
+    /// Every stdin line any fake CLI received, with its container id, in order.
+    stdin_lines: Vec<(String, String)>,
+    starts: u64,
+}
+
+struct FakeContainer {
+    labels: HashMap<String, String>,
+    /// Cancelled when the container is removed or the CLI killed.
+    alive: CancellationToken,
+}
+
+/// A container runtime held entirely in memory.
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    state: Arc<Mutex<FakeState>>,
+    /// Delay of every container start.
+    pub start_delay: Duration,
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Containers that exist now.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// How many containers were ever started.
+    pub fn starts(&self) -> u64 {
+        self.state.lock().unwrap().starts
+    }
+
+    /// The stdin lines a container's CLI received.
+    pub fn stdin_of(&self, container: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .stdin_lines
+            .iter()
+            .filter(|(c, _)| c == container)
+            .map(|(_, l)| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Kills a container behind the pool's back, like `docker kill`.
+    pub fn kill(&self, container: &str) {
+        if let Some(c) = self.state.lock().unwrap().containers.remove(container) {
+            c.alive.cancel();
+        }
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn start_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        tokio::time::sleep(self.start_delay).await;
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        state.starts += 1;
+        let id = format!("fake{:04}", state.next_id);
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                labels: spec.labels.clone(),
+                alive: CancellationToken::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn exec(&self, container_id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
+        let alive = {
+            let state = self.state.lock().unwrap();
+            let c = state
+                .containers
+                .get(container_id)
+                .ok_or_else(|| RuntimeError::NotFound(container_id.to_string()))?;
+            c.alive.clone()
+        };
+        let script = spec.cmd.get(2).cloned().unwrap_or_default();
+        let (stdin_writer, stdin_reader) = tokio::io::duplex(1 << 20);
+        let (out_tx, out_rx) = mpsc::channel::<Result<ExecOutput, RuntimeError>>(256);
+        if script.contains("kill -KILL") {
+            // The CLI is killed: its output ends, the container stays.
+            let fresh = CancellationToken::new();
+            let mut state = self.state.lock().unwrap();
+            if let Some(c) = state.containers.get_mut(container_id) {
+                let old = std::mem::replace(&mut c.alive, fresh);
+                old.cancel();
+            }
+        } else if script.contains("exec \"$@\"") {
+            let state = self.state.clone();
+            let container = container_id.to_string();
+            tokio::spawn(fake_cli(
+                state,
+                container,
+                stdin_reader,
+                out_tx,
+                alive.clone(),
+            ));
+        }
+        // Like a hijacked exec connection, the output ends the moment the container dies.
+        let output = futures::stream::poll_fn({
+            let mut rx = out_rx;
+            move |cx| rx.poll_recv(cx)
+        })
+        .take_until(alive.clone().cancelled_owned())
+        .boxed();
+        Ok(ExecProcess {
+            id: format!("exec-{container_id}"),
+            stdin: Box::pin(stdin_writer),
+            output,
+        })
+    }
+
+    async fn exec_exit_code(&self, _exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        Ok(Some(0))
+    }
+
+    async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.kill(container_id);
+        Ok(())
+    }
+
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(id, c)| ContainerInfo {
+                id: id.clone(),
+                labels: c.labels.clone(),
+                running: true,
+            })
+            .collect())
+    }
+}
+
+type Out = mpsc::Sender<Result<ExecOutput, RuntimeError>>;
+
+async fn emit(out: &Out, v: Value) -> bool {
+    let mut line = v.to_string();
+    line.push('\n');
+    out.send(Ok(ExecOutput::Stdout(Bytes::from(line))))
+        .await
+        .is_ok()
+}
+
+fn stream_event(event: Value) -> Value {
+    json!({"type": "stream_event", "event": event, "session_id": "fake"})
+}
+
+fn result(subtype: &str, text: &str, terminal: &str) -> Value {
+    json!({"type": "result", "subtype": subtype, "is_error": subtype != "success", "result": text,
+           "stop_reason": "end_turn", "terminal_reason": terminal,
+           "usage": {"input_tokens": 3, "output_tokens": 2}})
+}
+
+/// A stand-in for the CLI: answers `initialize`, `set_model`, `interrupt`, `/clear`, and
+/// user messages (`Echo: …`; `[[slow]]` streams slowly until interrupted; `[[hang]]` never
+/// answers, not even an interrupt).
+async fn fake_cli(
+    state: Arc<Mutex<FakeState>>,
+    container: String,
+    stdin: tokio::io::DuplexStream,
+    out: Out,
+    alive: CancellationToken,
+) {
+    let mut lines = BufReader::new(stdin).lines();
+    loop {
+        let line = tokio::select! {
+            _ = alive.cancelled() => return,
+            line = lines.next_line() => match line { Ok(Some(l)) => l, _ => return },
+        };
+        state
+            .lock()
+            .unwrap()
+            .stdin_lines
+            .push((container.clone(), line.clone()));
+        let msg: Value = serde_json::from_str(&line).unwrap();
+        if msg["type"] == "control_request" {
+            let id = msg["request_id"].clone();
+            let response = match msg["request"]["subtype"].as_str() {
+                Some("initialize") => {
+                    json!({"models": [{"value": "default"}, {"value": "claude-fake"}]})
+                }
+                _ => json!({}),
+            };
+            emit(&out, json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": response}})).await;
+            continue;
+        }
+        let text = msg["message"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if text == "/clear" && msg.get("client_composed").is_none() {
+            emit(&out, json!({"type": "conversation_reset"})).await;
+            emit(&out, result("success", "", "completed")).await;
+            continue;
+        }
+        if text.contains("[[hang]]") {
+            // Never answers again, not even an interrupt.
+            alive.cancelled().await;
+            return;
+        }
+        let mut interrupted = false;
+        emit(&out, stream_event(json!({"type": "message_start", "message": {"id": "msg_fake", "model": "claude-fake", "usage": {"input_tokens": 3}}}))).await;
+        emit(&out, stream_event(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))).await;
+        let pieces: Vec<String> = if text.contains("[[slow]]") {
+            (0..500).map(|i| format!("w{i} ")).collect()
+        } else {
+            vec!["Echo: ".to_string(), text.clone()]
+        };
+        for piece in pieces {
+            if text.contains("[[slow]]") {
+                // Read control lines between deltas, as the real CLI does.
+                tokio::select! {
+                    _ = alive.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    line = lines.next_line() => {
+                        let Ok(Some(line)) = line else { return };
+                        state.lock().unwrap().stdin_lines.push((container.clone(), line.clone()));
+                        let msg: Value = serde_json::from_str(&line).unwrap();
+                        if msg["request"]["subtype"] == "interrupt" {
+                            emit(&out, json!({"type": "control_response", "response": {"subtype": "success", "request_id": msg["request_id"], "response": {}}})).await;
+                            interrupted = true;
+                        }
+                    }
+                }
+                if interrupted {
+                    break;
+                }
+            }
+            emit(&out, stream_event(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}))).await;
+        }
+        if interrupted {
+            emit(
+                &out,
+                result("error_during_execution", "", "aborted_streaming"),
+            )
+            .await;
+            continue;
+        }
+        emit(
+            &out,
+            stream_event(json!({"type": "content_block_stop", "index": 0})),
+        )
+        .await;
+        emit(&out, stream_event(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 2}}))).await;
+        emit(&out, stream_event(json!({"type": "message_stop"}))).await;
+        emit(
+            &out,
+            result("success", &format!("Echo: {text}"), "completed"),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,27 @@
+//! ccpool serves the Anthropic Messages and OpenAI Chat Completions APIs with Claude Code CLI
+//! processes running in sandboxed, pooled, pre-warmed Docker containers.
+//!
+//! Layout (see ARCHITECTURE.md for the code map and invariants):
+//! - `domain`: serde-free request and response types every layer shares.
+//! - `cli`: the CLI's argv, stdin lines and stream-json output (the only module that knows them).
+//! - `runtime`: the container-engine seam; `docker` implements it with bollard.
+//! - `sandbox`: hardening settings turned into container specs.
+//! - `credentials`: upstream credentials and how they reach a worker.
+//! - `worker`: one container with one long-lived CLI process; drives turns.
+//! - `pool`: warm workers per launch profile, checked out per request, reused or retired.
+//! - `config`: the service's typed configuration.
+//! - `server`: the HTTP surface.
+
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod docker;
+pub mod domain;
+pub mod pool;
+pub mod runtime;
+pub mod sandbox;
+pub mod server;
+pub mod worker;
+
+#[cfg(test)]
+mod fake;

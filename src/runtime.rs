@@ -1,0 +1,126 @@
+//! The container runtime seam: what the worker layer needs from a container engine, as a
+//! trait with serde-free specs. `docker::DockerRuntime` implements it for real; unit tests of
+//! the pool implement it with in-process fakes.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tokio::io::AsyncWrite;
+
+/// Every container ccpool starts carries this label with the value `true`.
+pub const LABEL_MANAGED: &str = "ccpool.managed";
+/// The id of the ccpool instance that started the container.
+pub const LABEL_INSTANCE: &str = "ccpool.instance";
+/// The worker's id.
+pub const LABEL_WORKER: &str = "ccpool.worker";
+/// The launch profile's fingerprint.
+pub const LABEL_PROFILE: &str = "ccpool.profile";
+
+/// A container to create and start.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub name: Option<String>,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: HashMap<String, String>,
+    pub read_only_rootfs: bool,
+    /// Mount point → tmpfs options (`size=…,uid=…`).
+    pub tmpfs: Vec<(String, String)>,
+    /// Capabilities to drop (`ALL`).
+    pub cap_drop: Vec<String>,
+    /// `no-new-privileges` and similar.
+    pub security_opt: Vec<String>,
+    /// Run an init process as PID 1 that reaps zombies and forwards signals.
+    pub init: bool,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub network_mode: Option<String>,
+}
+
+/// A process to run inside a running container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// Holds secrets (credentials): never log it.
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+}
+
+/// A chunk of an exec's output; stdout and stderr stay apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// A started exec: its id, its stdin, and its output until it exits.
+pub struct ExecProcess {
+    pub id: String,
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub output: BoxStream<'static, Result<ExecOutput, RuntimeError>>,
+}
+
+/// A container as listed by label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
+}
+
+/// A container engine operation failed. Says which operation; never carries secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("connecting to the container engine: {0}")]
+    Connect(String),
+    #[error("creating a container: {0}")]
+    CreateContainer(String),
+    #[error("starting container {id}: {cause}")]
+    StartContainer { id: String, cause: String },
+    #[error("removing container {id}: {cause}")]
+    RemoveContainer { id: String, cause: String },
+    #[error("listing containers: {0}")]
+    ListContainers(String),
+    #[error("creating an exec in container {id}: {cause}")]
+    CreateExec { id: String, cause: String },
+    #[error("starting exec {id}: {cause}")]
+    StartExec { id: String, cause: String },
+    #[error("inspecting exec {id}: {cause}")]
+    InspectExec { id: String, cause: String },
+    #[error("reading exec output: {0}")]
+    ExecOutput(String),
+    #[error("container {0} not found")]
+    NotFound(String),
+}
+
+/// What ccpool needs from a container engine.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Creates and starts a container; returns its id.
+    async fn start_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    /// Starts a process in a running container with stdin, stdout and stderr attached
+    /// (no TTY, so stdout and stderr stay apart).
+    async fn exec(&self, container_id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError>;
+
+    /// The exit code of an exec, or `None` while it runs.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError>;
+
+    /// Kills and removes a container (and its anonymous volumes). Removing a container
+    /// that is already gone succeeds.
+    async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError>;
+
+    /// Containers (running or not) that carry every one of `labels`.
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerInfo>, RuntimeError>;
+}

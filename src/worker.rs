@@ -1,0 +1,661 @@
+//! One worker: a sandboxed container with one long-lived CLI process in it, started ahead of
+//! demand and left waiting on stdin. Drives one turn at a time over stream-json, resets the
+//! conversation between requests, and interrupts, kills or removes itself.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{
+    CliEvent, CliSettings, ControlRequest, ControlResult, LineError, StdinLine, cli_argv, cli_env,
+    ndjson_lines,
+};
+use crate::credentials::Credentials;
+use crate::domain::{LaunchProfile, TurnItem, TurnOutcome, TurnRequest, TurnStatus};
+use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, RuntimeError};
+use crate::sandbox::{SandboxConfig, worker_labels};
+
+/// Where the CLI's PID is written inside the container, so it can be killed on its own.
+const CLI_PID_FILE: &str = "/tmp/ccpool-cli.pid";
+/// How much of the CLI's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// Settings every worker shares.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub sandbox: SandboxConfig,
+    pub cli: CliSettings,
+    pub credentials: Credentials,
+    /// The id of this ccpool instance, on every container's labels.
+    pub instance_id: String,
+    /// How long a container start plus a CLI start may take, up to the CLI answering `initialize`.
+    pub start_timeout: Duration,
+    /// Watchdog: how long the CLI's stdout may stay silent during a turn.
+    pub silence_limit: Duration,
+    /// After an interrupt, how long the CLI has to end the turn before it is killed.
+    pub interrupt_grace: Duration,
+    /// The longest stdout line accepted.
+    pub max_line_bytes: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            sandbox: SandboxConfig::default(),
+            cli: CliSettings::default(),
+            credentials: Credentials::None,
+            instance_id: "default".to_string(),
+            start_timeout: Duration::from_secs(60),
+            silence_limit: Duration::from_secs(120),
+            interrupt_grace: Duration::from_secs(5),
+            max_line_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A worker could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("writing to the CLI's stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error(transparent)]
+    Line(#[from] LineError),
+    #[error(transparent)]
+    Parse(#[from] crate::cli::protocol::ParseError),
+    #[error("the CLI exited{0}")]
+    Exited(String),
+    #[error("the CLI did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the CLI refused a control request: {0}")]
+    Refused(String),
+    #[error("writing the credentials file failed with exit code {0}")]
+    CredentialsFile(i64),
+}
+
+type CliEvents = BoxStream<'static, Result<CliEvent, WorkerError>>;
+
+/// A running worker. Dropping it removes its container (through the graveyard, when set).
+pub struct Worker {
+    id: String,
+    container_id: String,
+    profile: LaunchProfile,
+    runtime: Arc<dyn ContainerRuntime>,
+    stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    events: CliEvents,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// The model last set with `set_model`; `None` is the CLI's default.
+    model: Option<String>,
+    /// The models the CLI offered in its `initialize` answer.
+    models: Vec<String>,
+    uses: u32,
+    created: Instant,
+    /// Why this worker must not serve again, once something went wrong.
+    broken: Option<String>,
+    next_request: u64,
+    settings: Arc<WorkerSettings>,
+    /// The capacity slot this worker holds in its pool.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Where a dropped worker sends its container to be removed.
+    graveyard: Option<mpsc::UnboundedSender<String>>,
+    removed: bool,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("container", &short(&self.container_id))
+            .field("uses", &self.uses)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Worker {
+    /// Starts a container and a CLI process in it, and waits until the CLI answers
+    /// `initialize`: from then on it waits on stdin, ready for a request.
+    pub async fn start(
+        runtime: Arc<dyn ContainerRuntime>,
+        settings: Arc<WorkerSettings>,
+        profile: LaunchProfile,
+    ) -> Result<Worker, WorkerError> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let labels = worker_labels(&settings.instance_id, &id, &profile.fingerprint());
+        let spec = settings.sandbox.container_spec(labels);
+        let container_id = runtime.start_container(&spec).await?;
+        match Self::launch_cli(&runtime, &settings, &container_id, id.clone(), profile).await {
+            Ok(worker) => Ok(worker),
+            Err(e) => {
+                if let Err(remove) = runtime.remove_container(&container_id).await {
+                    tracing::warn!(cause = %remove, "removing a worker that failed to start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch_cli(
+        runtime: &Arc<dyn ContainerRuntime>,
+        settings: &Arc<WorkerSettings>,
+        container_id: &str,
+        id: String,
+        profile: LaunchProfile,
+    ) -> Result<Worker, WorkerError> {
+        let sandbox = &settings.sandbox;
+        if let Some(content) = settings.credentials.file_content() {
+            let script = format!(
+                "umask 077 && mkdir -p \"$HOME/.claude\" && cat > \"$HOME/{}\"",
+                Credentials::FILE_IN_HOME
+            );
+            let spec = ExecSpec {
+                cmd: vec!["bash".into(), "-c".into(), script],
+                env: vec![("HOME".into(), sandbox.home.clone())],
+                user: Some(sandbox.user.clone()),
+                working_dir: None,
+            };
+            let code = run_to_end(
+                runtime.as_ref(),
+                container_id,
+                &spec,
+                content.expose().as_bytes(),
+            )
+            .await?;
+            if code != 0 {
+                return Err(WorkerError::CredentialsFile(code));
+            }
+        }
+
+        let mut cmd = vec![
+            "bash".to_string(),
+            "-c".to_string(),
+            format!("echo $$ > {CLI_PID_FILE} && exec \"$@\""),
+            "ccpool-cli".to_string(),
+        ];
+        cmd.extend(cli_argv(&settings.cli, &profile));
+        let mut env = cli_env(&settings.cli, &profile, &settings.credentials);
+        env.push(("HOME".into(), sandbox.home.clone()));
+        let spec = ExecSpec {
+            cmd,
+            env,
+            user: Some(sandbox.user.clone()),
+            working_dir: Some(sandbox.workspace.clone()),
+        };
+        let process = runtime.exec(container_id, &spec).await?;
+        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        let events = cli_events(process.output, stderr_tail.clone(), settings.max_line_bytes);
+        let mut worker = Worker {
+            id,
+            container_id: container_id.to_string(),
+            profile,
+            runtime: runtime.clone(),
+            stdin: process.stdin,
+            events,
+            stderr_tail,
+            model: None,
+            models: Vec::new(),
+            uses: 0,
+            created: Instant::now(),
+            broken: None,
+            next_request: 0,
+            settings: settings.clone(),
+            permit: None,
+            graveyard: None,
+            // The caller removes the container if this function fails.
+            removed: true,
+        };
+        let init = worker
+            .control(ControlRequest::Initialize, settings.start_timeout)
+            .await?;
+        worker.models = model_ids(&init);
+        worker.removed = false;
+        tracing::debug!(worker = %worker.id, container = short(container_id), "worker ready");
+        Ok(worker)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn container_id(&self) -> &str {
+        &self.container_id
+    }
+
+    pub fn profile(&self) -> &LaunchProfile {
+        &self.profile
+    }
+
+    /// How many requests this worker has served.
+    pub fn uses(&self) -> u32 {
+        self.uses
+    }
+
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// The models the CLI listed when it started.
+    pub fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    /// Why the worker must not serve again, if it must not.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// Binds the worker to a capacity slot and to the pool's graveyard.
+    pub(crate) fn attach(
+        &mut self,
+        permit: OwnedSemaphorePermit,
+        graveyard: mpsc::UnboundedSender<String>,
+    ) {
+        self.permit = Some(permit);
+        self.graveyard = Some(graveyard);
+    }
+
+    /// True unless the CLI process or its container is known to be gone. Costs no I/O: it
+    /// only looks at whether the output stream has ended.
+    pub fn is_alive(&mut self) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        loop {
+            match self.events.next().now_or_never() {
+                None => return true,
+                Some(Some(Ok(event))) => {
+                    tracing::debug!(worker = %self.id, ?event, "line from an idle CLI");
+                }
+                Some(Some(Err(e))) => {
+                    self.mark_broken(e.to_string());
+                    return false;
+                }
+                Some(None) => {
+                    self.mark_broken("the CLI exited while idle");
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn mark_broken(&mut self, why: impl Into<String>) {
+        if self.broken.is_none() {
+            let why = why.into();
+            tracing::debug!(worker = %self.id, why = %why, "worker retired");
+            self.broken = Some(why);
+        }
+    }
+
+    async fn write_line(&mut self, line: &StdinLine) -> Result<(), WorkerError> {
+        let mut text = line.to_json();
+        text.push('\n');
+        let result = async {
+            self.stdin.write_all(text.as_bytes()).await?;
+            self.stdin.flush().await
+        }
+        .await;
+        result.map_err(|e| {
+            self.mark_broken(format!("stdin: {e}"));
+            WorkerError::Stdin(e)
+        })
+    }
+
+    fn request_id(&mut self) -> String {
+        self.next_request += 1;
+        format!("ccpool_{}_{}", self.id, self.next_request)
+    }
+
+    /// Sends a control request and waits for its answer.
+    async fn control(
+        &mut self,
+        request: ControlRequest,
+        limit: Duration,
+    ) -> Result<Value, WorkerError> {
+        let request_id = self.request_id();
+        self.write_line(&StdinLine::Control {
+            request_id: request_id.clone(),
+            request,
+        })
+        .await?;
+        let wait = async {
+            loop {
+                match self.events.next().await {
+                    Some(Ok(CliEvent::ControlResponse {
+                        request_id: id,
+                        result,
+                    })) if id == request_id => {
+                        return match result {
+                            ControlResult::Success(v) => Ok(v),
+                            ControlResult::Error(e) => Err(WorkerError::Refused(e)),
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(WorkerError::Exited(self.stderr_summary())),
+                }
+            }
+        };
+        let result = match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(WorkerError::Timeout(limit)),
+        };
+        if let Err(e) = &result {
+            if !matches!(e, WorkerError::Refused(_)) {
+                self.mark_broken(e.to_string());
+            }
+        }
+        result
+    }
+
+    fn stderr_summary(&self) -> String {
+        let tail = self
+            .stderr_tail
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&tail);
+        let text = text.trim();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(": {text}")
+        }
+    }
+
+    /// Serves one turn: sends the user message and relays the CLI's events to `out` until
+    /// the turn's `result`. When `cancel` fires or `out` is closed (the client left), the CLI
+    /// is interrupted; if it does not stop within the grace period, or stays silent past the
+    /// watchdog limit, it is killed. Never hangs and never panics: every end is an outcome.
+    pub async fn run_turn(
+        &mut self,
+        request: TurnRequest,
+        out: &mpsc::Sender<TurnItem>,
+        cancel: &CancellationToken,
+    ) -> TurnOutcome {
+        self.uses += 1;
+        if self.broken.is_some() || !self.is_alive() {
+            return TurnOutcome::failed(format!(
+                "worker unusable: {}",
+                self.broken.clone().unwrap_or_default()
+            ));
+        }
+        if let Some(model) = request.model.clone() {
+            if self.model.as_ref() != Some(&model) {
+                let limit = self.settings.interrupt_grace;
+                match self
+                    .control(ControlRequest::SetModel(model.clone()), limit)
+                    .await
+                {
+                    Ok(_) => self.model = Some(model),
+                    Err(WorkerError::Refused(e)) => {
+                        return TurnOutcome {
+                            status: TurnStatus::UpstreamError {
+                                status: Some(400),
+                                kind: Some("invalid_request_error".into()),
+                                message: format!("model {model}: {e}"),
+                            },
+                            ..TurnOutcome::failed("")
+                        };
+                    }
+                    Err(e) => return TurnOutcome::failed(e.to_string()),
+                }
+            }
+        }
+        if let Err(e) = self.write_line(&StdinLine::User(request.content)).await {
+            return TurnOutcome::failed(e.to_string());
+        }
+        self.relay_until_result(out, cancel).await
+    }
+
+    async fn relay_until_result(
+        &mut self,
+        out: &mpsc::Sender<TurnItem>,
+        cancel: &CancellationToken,
+    ) -> TurnOutcome {
+        let silence_limit = self.settings.silence_limit;
+        let grace = self.settings.interrupt_grace;
+        // Set once the CLI has been asked to stop: until when it may take, and why.
+        let mut stopping: Option<(tokio::time::Instant, Option<String>)> = None;
+        loop {
+            let wait = match stopping {
+                Some((deadline, _)) => {
+                    deadline.saturating_duration_since(tokio::time::Instant::now())
+                }
+                None => silence_limit,
+            };
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if stopping.is_none() => {
+                    stopping = Some(self.interrupt(None).await);
+                    continue;
+                }
+                next = tokio::time::timeout(wait, self.events.next()) => next,
+            };
+            match next {
+                Err(_) => match stopping {
+                    None => {
+                        let why = format!("the CLI was silent for {silence_limit:?}");
+                        tracing::warn!(worker = %self.id, "{why}; interrupting");
+                        stopping = Some(self.interrupt(Some(why)).await);
+                    }
+                    Some((_, failure)) => {
+                        self.kill_cli().await;
+                        let why = failure.unwrap_or_else(|| {
+                            format!("the CLI did not stop within {grace:?} of an interrupt")
+                        });
+                        return TurnOutcome::failed(why);
+                    }
+                },
+                Ok(None) => {
+                    let why = format!("the CLI exited mid-turn{}", self.stderr_summary());
+                    self.mark_broken(why.clone());
+                    return TurnOutcome::failed(why);
+                }
+                Ok(Some(Err(e))) => {
+                    self.mark_broken(e.to_string());
+                    self.kill_cli().await;
+                    return TurnOutcome::failed(e.to_string());
+                }
+                Ok(Some(Ok(event))) => match event {
+                    CliEvent::Stream(event) => {
+                        if stopping.is_some() {
+                            continue;
+                        }
+                        if let Some(event) = event.to_turn_event() {
+                            if out.send(TurnItem::Event(event)).await.is_err() {
+                                stopping = Some(self.interrupt(None).await);
+                            }
+                        }
+                    }
+                    CliEvent::Result(result) => {
+                        let mut outcome = result.outcome();
+                        if let Some((_, Some(failure))) = stopping {
+                            // The watchdog fired: the turn failed even if the CLI ended it.
+                            self.mark_broken(failure.clone());
+                            outcome.status = TurnStatus::WorkerFailed(failure);
+                        }
+                        return outcome;
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Asks the CLI to stop the running turn; returns when to give up on it and, when the
+    /// stop is a failure (the watchdog), why.
+    async fn interrupt(
+        &mut self,
+        failure: Option<String>,
+    ) -> (tokio::time::Instant, Option<String>) {
+        let request_id = self.request_id();
+        let line = StdinLine::Control {
+            request_id,
+            request: ControlRequest::Interrupt,
+        };
+        if let Err(e) = self.write_line(&line).await {
+            tracing::debug!(worker = %self.id, cause = %e, "sending interrupt");
+        }
+        (
+            tokio::time::Instant::now() + self.settings.interrupt_grace,
+            failure,
+        )
+    }
+
+    /// Kills the CLI process (not the container) and marks the worker broken.
+    pub async fn kill_cli(&mut self) {
+        self.mark_broken("the CLI was killed");
+        let spec = ExecSpec {
+            cmd: vec![
+                "bash".into(),
+                "-c".into(),
+                format!("kill -KILL \"$(cat {CLI_PID_FILE})\""),
+            ],
+            env: Vec::new(),
+            user: Some(self.settings.sandbox.user.clone()),
+            working_dir: None,
+        };
+        if let Err(e) = run_to_end(self.runtime.as_ref(), &self.container_id, &spec, b"").await {
+            tracing::debug!(worker = %self.id, cause = %e, "killing the CLI");
+        }
+    }
+
+    /// Resets the conversation with `/clear` so the next request starts from nothing. The
+    /// process, and the container's files, stay.
+    pub async fn reset(&mut self, limit: Duration) -> Result<(), WorkerError> {
+        self.write_line(&StdinLine::Clear).await?;
+        let wait = async {
+            let mut was_reset = false;
+            loop {
+                match self.events.next().await {
+                    Some(Ok(CliEvent::ConversationReset)) => was_reset = true,
+                    Some(Ok(CliEvent::Result(_))) if was_reset => return Ok(()),
+                    Some(Ok(CliEvent::Result(r))) => {
+                        return Err(WorkerError::Refused(format!(
+                            "/clear ended without a reset: {}",
+                            r.result.unwrap_or_default()
+                        )));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(WorkerError::Exited(self.stderr_summary())),
+                }
+            }
+        };
+        let result = match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(WorkerError::Timeout(limit)),
+        };
+        if let Err(e) = &result {
+            self.mark_broken(format!("reset: {e}"));
+        }
+        result
+    }
+
+    /// Removes the container now and waits for it.
+    pub async fn remove(mut self) {
+        self.removed = true;
+        if let Err(e) = self.runtime.remove_container(&self.container_id).await {
+            tracing::warn!(worker = %self.id, cause = %e, "removing a worker container");
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        match &self.graveyard {
+            Some(graveyard) if graveyard.send(self.container_id.clone()).is_ok() => {}
+            _ => {
+                // No pool to hand it to: remove it on the runtime if there is one.
+                let runtime = self.runtime.clone();
+                let id = self.container_id.clone();
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = runtime.remove_container(&id).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The typed output path of one CLI process: exec frames → stdout bytes (stderr kept aside)
+/// → lines of bounded length → CLI events.
+fn cli_events(
+    output: BoxStream<'static, Result<ExecOutput, RuntimeError>>,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    max_line_bytes: usize,
+) -> CliEvents {
+    let stdout = output.filter_map(move |frame| {
+        let tail = stderr_tail.clone();
+        async move {
+            match frame {
+                Ok(ExecOutput::Stdout(bytes)) => Some(Ok::<Bytes, std::io::Error>(bytes)),
+                Ok(ExecOutput::Stderr(bytes)) => {
+                    if let Ok(mut tail) = tail.lock() {
+                        tail.extend_from_slice(&bytes);
+                        let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+                        tail.drain(..excess);
+                    }
+                    None
+                }
+                Err(e) => Some(Err(std::io::Error::other(e))),
+            }
+        }
+    });
+    ndjson_lines(Box::pin(stdout), max_line_bytes)
+        .map(|line| {
+            let line = line?;
+            Ok(CliEvent::parse(&line)?)
+        })
+        .boxed()
+}
+
+/// The model ids an `initialize` answer lists.
+fn model_ids(init: &Value) -> Vec<String> {
+    init.get("models")
+        .and_then(Value::as_array)
+        .map(|models| {
+            models
+                .iter()
+                .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a short command to its end, feeding it `stdin`; returns its exit code.
+async fn run_to_end(
+    runtime: &dyn ContainerRuntime,
+    container_id: &str,
+    spec: &ExecSpec,
+    stdin: &[u8],
+) -> Result<i64, WorkerError> {
+    let mut process = runtime.exec(container_id, spec).await?;
+    process
+        .stdin
+        .write_all(stdin)
+        .await
+        .map_err(WorkerError::Stdin)?;
+    process.stdin.shutdown().await.map_err(WorkerError::Stdin)?;
+    while let Some(frame) = process.output.next().await {
+        frame?;
+    }
+    Ok(runtime.exec_exit_code(&process.id).await?.unwrap_or(-1))
+}
