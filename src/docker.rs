@@ -2,6 +2,7 @@
 //! knows nothing of the CLI, the pool or the HTTP APIs.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -9,7 +10,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
 };
 use futures::StreamExt;
 
@@ -216,10 +217,35 @@ impl ContainerRuntime for DockerRuntime {
         {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            // 409: a removal of this container is already in progress.
+            // 409: a removal of this container is already in progress; wait until it is done,
+            // so that "removed" means gone.
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
-            }) => Ok(()),
+            }) => {
+                let options = WaitContainerOptions {
+                    condition: "removed".to_string(),
+                };
+                let mut wait = self.docker.wait_container(container_id, Some(options));
+                match tokio::time::timeout(Duration::from_secs(60), wait.next()).await {
+                    Ok(Some(Err(e)))
+                        if !is_not_found(&e)
+                            && !matches!(
+                                e,
+                                bollard::errors::Error::DockerContainerWaitError { .. }
+                            ) =>
+                    {
+                        Err(RuntimeError::RemoveContainer {
+                            id: container_id.to_string(),
+                            cause: e.to_string(),
+                        })
+                    }
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(RuntimeError::RemoveContainer {
+                        id: container_id.to_string(),
+                        cause: "removal still in progress after 60s".into(),
+                    }),
+                }
+            }
             Err(e) => Err(RuntimeError::RemoveContainer {
                 id: container_id.to_string(),
                 cause: e.to_string(),

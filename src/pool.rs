@@ -18,7 +18,7 @@ use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use futures::{Stream, StreamExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::{LaunchProfile, OwnerKey, TurnItem, TurnOutcome, TurnRequest, TurnStatus};
@@ -97,6 +97,7 @@ struct Counters {
     start_failures: AtomicU64,
     retired: AtomicU64,
     reused: AtomicU64,
+    turns: AtomicU64,
 }
 
 /// A snapshot of the pool.
@@ -110,6 +111,8 @@ pub struct PoolStatus {
     pub start_failures: u64,
     pub retired: u64,
     pub reused: u64,
+    /// Turns started.
+    pub turns: u64,
 }
 
 /// A snapshot of one launch profile's workers.
@@ -136,11 +139,19 @@ struct ProfilePool {
     reservoir_filled: Notify,
     starting: AtomicUsize,
     waiting: AtomicUsize,
-    owners: Mutex<HashMap<OwnerKey, OwnerPool>>,
+    owners: Mutex<HashMap<OwnerKey, OwnerEntry>>,
     last_start_error: Mutex<Option<(Instant, String)>>,
 }
 
 type OwnerPool = managed::Pool<OwnerManager>;
+
+/// One owner's pool and when it was last asked for a worker. An entry is forgotten only when
+/// its pool is empty and unasked-for past the idle timeout, so a checkout in flight (whose
+/// `create` is still waiting, when deadpool counts the pool as empty) never loses its pool.
+struct OwnerEntry {
+    pool: OwnerPool,
+    last_checkout: Instant,
+}
 
 impl ProfilePool {
     fn new(profile: LaunchProfile) -> Self {
@@ -171,7 +182,10 @@ impl ProfilePool {
     }
 
     fn owner_pools(&self) -> Vec<OwnerPool> {
-        lock(&self.owners).values().cloned().collect()
+        lock(&self.owners)
+            .values()
+            .map(|e| e.pool.clone())
+            .collect()
     }
 }
 
@@ -216,9 +230,11 @@ impl managed::Manager for OwnerManager {
 
     async fn recycle(&self, worker: &mut Worker, _: &Metrics) -> RecycleResult<PoolError> {
         if !worker.is_alive() {
+            tracing::debug!(worker = %worker.id(), "not reused: it died while idle");
             return Err(RecycleError::message("the worker died while idle"));
         }
         if !within_policy(self.policy, worker) {
+            tracing::debug!(worker = %worker.id(), uses = worker.uses(), "not reused: reuse limit reached");
             return Err(RecycleError::message("the worker reached its reuse limit"));
         }
         Ok(())
@@ -255,6 +271,8 @@ struct PoolInner {
     /// Wakes the filler: a worker was taken, retired or is wanted.
     wake: Arc<Notify>,
     counters: Counters,
+    /// How many releases (reset or retirement after a turn) have completed.
+    releases: tokio::sync::watch::Sender<u64>,
     /// Owns every task the pool spawns: the filler, the graveyard, turns and releases.
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -289,6 +307,7 @@ impl WarmPool {
             graveyard,
             wake: Arc::new(Notify::new()),
             counters: Counters::default(),
+            releases: tokio::sync::watch::Sender::new(0),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
@@ -396,6 +415,7 @@ impl WarmPool {
             start_failures: c.start_failures.load(Ordering::Relaxed),
             retired: c.retired.load(Ordering::Relaxed),
             reused: c.reused.load(Ordering::Relaxed),
+            turns: c.turns.load(Ordering::Relaxed),
         }
     }
 
@@ -415,6 +435,15 @@ impl WarmPool {
             }
         };
         tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Waits until `n` turns have been released (their workers reset and back in their pool,
+    /// or retired). Gives up after `limit`.
+    pub async fn wait_releases(&self, n: u64, limit: Duration) -> bool {
+        let mut releases = self.inner.releases.subscribe();
+        tokio::time::timeout(limit, releases.wait_for(|done| *done >= n))
+            .await
+            .is_ok()
     }
 
     /// Stops the pool: interrupts running turns, stops the filler, waits for every task
@@ -467,8 +496,9 @@ impl PoolInner {
 
     fn owner_pool(self: &Arc<Self>, profile: &Arc<ProfilePool>, owner: &OwnerKey) -> OwnerPool {
         let mut owners = lock(&profile.owners);
-        if let Some(pool) = owners.get(owner) {
-            return pool.clone();
+        if let Some(entry) = owners.get_mut(owner) {
+            entry.last_checkout = Instant::now();
+            return entry.pool.clone();
         }
         let manager = OwnerManager {
             profile: profile.clone(),
@@ -480,7 +510,13 @@ impl PoolInner {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("a pool with a runtime and no timeouts always builds");
-        owners.insert(owner.clone(), pool.clone());
+        owners.insert(
+            owner.clone(),
+            OwnerEntry {
+                pool: pool.clone(),
+                last_checkout: Instant::now(),
+            },
+        );
         pool
     }
 
@@ -510,13 +546,18 @@ impl PoolInner {
         let policy = self.config.policy;
         for (profile, target) in self.targets() {
             let mut owners = lock(&profile.owners);
-            for pool in owners.values() {
-                let removed = pool.retain(|worker, metrics| {
+            for entry in owners.values() {
+                let removed = entry.pool.retain(|worker, metrics| {
                     metrics.last_used() < idle_timeout && within_policy(policy, worker)
                 });
                 self.count_retired(removed.removed.len());
             }
-            owners.retain(|_, pool| pool.status().size > 0);
+            owners.retain(|_, entry| {
+                let status = entry.pool.status();
+                status.size > 0
+                    || status.waiting > 0
+                    || entry.last_checkout.elapsed() < idle_timeout
+            });
             drop(owners);
             let mut reservoir = lock(&profile.reservoir);
             while reservoir.len() > target {
@@ -566,9 +607,12 @@ impl PoolInner {
         let failed = matches!(outcome.status, TurnStatus::WorkerFailed(_));
         let keep =
             !failed && within_policy(self.config.policy, &worker) && !self.cancel.is_cancelled();
-        if keep && worker.reset(self.config.reset_timeout).await.is_ok() {
-            // Dropping the object returns it to its owner's pool.
-            return;
+        if keep {
+            match worker.reset(self.config.reset_timeout).await {
+                // Dropping the object returns it to its owner's pool.
+                Ok(()) => return,
+                Err(e) => tracing::debug!(worker = %worker.id(), cause = %e, "reset failed"),
+            }
         }
         let worker = Object::take(worker);
         self.count_retired(1);
@@ -679,7 +723,9 @@ async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken) {
             }
         }
     }
-    starts.shutdown().await;
+    // Let starts in flight finish (each is bounded by the start timeout): an aborted start
+    // could leave a container the engine creates after the shutdown sweep.
+    while starts.join_next().await.is_some() {}
 }
 
 async fn start_worker(
@@ -695,6 +741,10 @@ async fn start_worker(
     .await;
     profile.starting.fetch_sub(1, Ordering::SeqCst);
     let ok = match started {
+        Ok(worker) if inner.cancel.is_cancelled() => {
+            worker.remove().await;
+            false
+        }
         Ok(mut worker) => {
             worker.attach(permit, inner.graveyard.clone());
             inner.counters.started.fetch_add(1, Ordering::Relaxed);
@@ -737,9 +787,10 @@ impl Lease {
     pub fn start_turn(mut self, request: TurnRequest) -> TurnStream {
         let mut worker = self.worker.take().expect("a lease is consumed once");
         let pool = self.pool.clone();
+        pool.counters.turns.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(pool.config.turn_channel_capacity);
         let cancel = pool.cancel.child_token();
-        let guard = cancel.clone().drop_guard();
+        let stream_cancel = cancel.clone();
         let span = tracing::debug_span!("turn", worker = %worker.id());
         pool.tasks.spawn(tracing::Instrument::instrument(
             {
@@ -749,11 +800,15 @@ impl Lease {
                     let _ = tx.send(TurnItem::Finished(outcome.clone())).await;
                     drop(tx);
                     pool.release(worker, &outcome).await;
+                    pool.releases.send_modify(|n| *n += 1);
                 }
             },
             span,
         ));
-        TurnStream { rx, _cancel: guard }
+        TurnStream {
+            rx,
+            cancel: stream_cancel,
+        }
     }
 }
 
@@ -761,7 +816,13 @@ impl Lease {
 /// interrupts the turn.
 pub struct TurnStream {
     rx: mpsc::Receiver<TurnItem>,
-    _cancel: DropGuard,
+    cancel: CancellationToken,
+}
+
+impl Drop for TurnStream {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl Stream for TurnStream {
@@ -773,6 +834,11 @@ impl Stream for TurnStream {
 }
 
 impl TurnStream {
+    /// Asks the worker to stop the turn; the stream still ends with its `Finished` item.
+    pub fn interrupt(&self) {
+        self.cancel.cancel();
+    }
+
     /// Collects the whole turn: its events and its outcome.
     pub async fn collect_all(mut self) -> (Vec<crate::domain::TurnEvent>, TurnOutcome) {
         let mut events = Vec::new();
@@ -874,17 +940,14 @@ mod tests {
         (container, outcome)
     }
 
-    /// Waits until no turn or release is in flight.
+    /// Waits until every turn started so far has been released.
     async fn settle(pool: &WarmPool) {
-        for _ in 0..200 {
-            let s = pool.status();
-            if s.profiles.iter().all(|p| p.busy == 0 && p.starting == 0) {
-                return;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("pool did not settle: {:?}", pool.status());
+        let turns = pool.status().turns;
+        assert!(
+            pool.wait_releases(turns, Duration::from_secs(5)).await,
+            "pool did not settle: {:?}",
+            pool.status()
+        );
     }
 
     #[tokio::test]

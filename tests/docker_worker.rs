@@ -1,0 +1,557 @@
+//! The worker runtime against the real Docker engine, the real CLI in real containers, and
+//! the mock upstream: streaming, reuse with /clear, interrupt, a killed container,
+//! credentials, the sandbox, and clean-up.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ccpool::credentials::Credentials;
+use ccpool::domain::{
+    BlockDelta, ContentBlock, LaunchProfile, OwnerKey, TurnEvent, TurnItem, TurnRequest, TurnStatus,
+};
+use ccpool::pool::ReusePolicy;
+use ccpool::runtime::{ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED};
+use futures::StreamExt;
+use support::docker::{
+    self, instance_containers, pool_config, reuse, settings, shutdown_clean, start_pool,
+};
+use support::mock_upstream::MockUpstream;
+
+fn text_deltas(events: &[TurnEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::BlockDelta {
+                delta: BlockDelta::Text(t),
+                ..
+            } => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anon() -> OwnerKey {
+    OwnerKey::anonymous()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_streams_back_token_deltas() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+
+    let stream = pool
+        .run(
+            &LaunchProfile::default(),
+            &anon(),
+            TurnRequest::text("Say hello to the pool"),
+        )
+        .await
+        .unwrap();
+    let (events, outcome) = stream.collect_all().await;
+
+    assert_eq!(outcome.status, TurnStatus::Completed, "{outcome:?}");
+    let deltas = text_deltas(&events);
+    assert!(deltas.len() >= 4, "token by token, got {deltas:?}");
+    assert_eq!(deltas.concat(), "Echo: Say hello to the pool");
+    assert!(matches!(
+        events.first(),
+        Some(TurnEvent::MessageStart { .. })
+    ));
+    assert_eq!(events.last(), Some(&TurnEvent::MessageStop));
+    assert!(
+        outcome.usage.input_tokens > 0 && outcome.usage.output_tokens > 0,
+        "{:?}",
+        outcome.usage
+    );
+
+    let requests = mock.message_requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].last_user_prompt(), "Say hello to the pool");
+    assert_eq!(requests[0].header("x-api-key"), Some("sk-test"));
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_on_one_warm_worker_are_separated_by_clear() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    let owner = OwnerKey::new("alice");
+
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &owner)
+        .await
+        .unwrap();
+    let first_container = lease.worker().container_id().to_string();
+    let (_, first) = lease
+        .start_turn(TurnRequest::text("remember the word pelican-42"))
+        .collect_all()
+        .await;
+    assert!(first.is_success(), "{first:?}");
+
+    // The release (reset with /clear) runs after the turn; wait for the worker to come back.
+    assert!(pool.wait_releases(1, Duration::from_secs(30)).await);
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.worker().container_id(),
+        first_container,
+        "same warm worker"
+    );
+    let (events, second) = lease
+        .start_turn(TurnRequest::text("what was the word?"))
+        .collect_all()
+        .await;
+    assert!(second.is_success(), "{second:?}");
+    assert_eq!(text_deltas(&events).concat(), "Echo: what was the word?");
+
+    let requests = mock.message_requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests[0].all_text().contains("pelican-42"));
+    assert!(
+        !requests[1].all_text().contains("pelican-42"),
+        "the second request carries a trace of the first"
+    );
+    // The CLI records the /clear itself as local-command context of the new conversation;
+    // nothing of the previous conversation remains.
+    let turns: Vec<_> = requests[1]
+        .messages()
+        .into_iter()
+        .filter(|m| m["role"] != "system")
+        .collect();
+    assert_eq!(turns.len(), 1, "a fresh conversation: {turns:?}");
+    assert_eq!(requests[1].last_user_prompt(), "what was the word?");
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_mid_stream_ends_the_turn_and_the_worker_serves_again() {
+    support::init_tracing();
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &anon())
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+    let mut stream = lease.start_turn(TurnRequest::text("[[slow]] [[long]] go"));
+    let mut deltas = 0;
+    while let Some(TurnItem::Event(event)) = stream.next().await {
+        if matches!(event, TurnEvent::BlockDelta { .. }) {
+            deltas += 1;
+            if deltas == 3 {
+                break;
+            }
+        }
+    }
+    let interrupted_at = Instant::now();
+    stream.interrupt();
+    let (rest, outcome) = stream.collect_all().await;
+    assert_eq!(outcome.status, TurnStatus::Interrupted, "{outcome:?}");
+    assert!(
+        interrupted_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        interrupted_at.elapsed()
+    );
+    assert!(
+        deltas + text_deltas(&rest).len() < 50,
+        "the stream went on after the interrupt"
+    );
+
+    assert!(pool.wait_releases(1, Duration::from_secs(30)).await);
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &anon())
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.worker().container_id(),
+        container,
+        "the interrupted worker is reused"
+    );
+    let (events, outcome) = lease
+        .start_turn(TurnRequest::text("after interrupt"))
+        .collect_all()
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(text_deltas(&events).concat(), "Echo: after interrupt");
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_kill_mid_request_ends_it_with_an_error_and_the_worker_is_replaced() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    let started_before = pool.status().started;
+
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &anon())
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+    let mut stream = lease.start_turn(TurnRequest::text("[[slow]] [[long]] go"));
+    while let Some(TurnItem::Event(event)) = stream.next().await {
+        if matches!(event, TurnEvent::BlockDelta { .. }) {
+            break;
+        }
+    }
+    let killed_at = Instant::now();
+    docker::docker()
+        .await
+        .client()
+        .kill_container(
+            &container,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let (_, outcome) = stream.collect_all().await;
+    assert!(
+        matches!(outcome.status, TurnStatus::WorkerFailed(_)),
+        "{outcome:?}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "no hang: {:?}",
+        killed_at.elapsed()
+    );
+
+    // The pool replaces it: a new warm worker, and the killed container is removed.
+    assert!(pool.wait_warm(1, Duration::from_secs(60)).await);
+    assert!(pool.status().started > started_before);
+    let (_, next) = pool
+        .run(
+            &LaunchProfile::default(),
+            &anon(),
+            TurnRequest::text("still there?"),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(next.is_success(), "{next:?}");
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_token_reaches_the_upstream_as_bearer_and_nowhere_else() {
+    let token = "sk-ant-oat01-test-subscription-token";
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::OAuthToken(token.into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &anon())
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+    let (_, outcome) = lease
+        .start_turn(TurnRequest::text("hello"))
+        .collect_all()
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    let request = &mock.message_requests()[0];
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert_eq!(request.header("x-api-key"), None);
+
+    // Not in the container's configuration, which `docker inspect` shows to anyone.
+    let inspect = docker::docker()
+        .await
+        .client()
+        .inspect_container(&container, None)
+        .await
+        .unwrap();
+    let shown = serde_json::to_string(&inspect).unwrap();
+    assert!(
+        !shown.contains(token),
+        "the token is visible in docker inspect"
+    );
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_is_placed_in_the_tmpfs_home() {
+    let mock = MockUpstream::start().await;
+    let file = serde_json::json!({"claudeAiOauth": {
+        "accessToken": "sk-ant-oat01-from-file", "refreshToken": "sk-ant-ort01-x",
+        "expiresAt": 4_102_444_800_000u64, "scopes": ["user:inference"], "subscriptionType": "max"}});
+    let pool = start_pool(
+        settings(
+            &mock.base_url(),
+            Credentials::CredentialsFile(file.to_string().as_str().into()),
+        ),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    let (_, outcome) = pool
+        .run(
+            &LaunchProfile::default(),
+            &anon(),
+            TurnRequest::text("hello"),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(
+        mock.message_requests()[0].header("authorization"),
+        Some("Bearer sk-ant-oat01-from-file")
+    );
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_in_the_hardened_sandbox() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &anon())
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+
+    let (code, out) = docker::exec_output(&container, "1000:1000", "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; tr '\\0' ' ' < /proc/1/cmdline; echo").await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000", "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        out.contains("docker-init"),
+        "an init process is PID 1: {out}"
+    );
+
+    let (code, out) = docker::exec_output(&container, "1000:1000", "touch /usr/x").await;
+    assert_ne!(code, 0, "the root filesystem is writable: {out}");
+    let (code, out) = docker::exec_output(
+        &container,
+        "1000:1000",
+        "touch /tmp/x \"$HOME/x\" /workspace/x && test ! -e /var/run/docker.sock",
+    )
+    .await;
+    assert_eq!(code, 0, "tmpfs mounts writable, no Docker socket: {out}");
+    let (_, out) = docker::exec_output(
+        &container,
+        "1000:1000",
+        "ps -eo user,comm 2>/dev/null || (for p in /proc/[0-9]*; do stat -c '%U' $p; done)",
+    )
+    .await;
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with("root") && !l.contains("docker-init")),
+        "only the init runs as root: {out}"
+    );
+
+    let inspect = docker::docker()
+        .await
+        .client()
+        .inspect_container(&container, None)
+        .await
+        .unwrap();
+    let host = inspect.host_config.unwrap();
+    assert_eq!(host.memory, Some(1024 * 1024 * 1024));
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    assert_eq!(host.pids_limit, Some(256));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    let labels = inspect.config.unwrap().labels.unwrap();
+    assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+    assert_eq!(
+        labels.get(LABEL_INSTANCE),
+        Some(&pool.settings().instance_id)
+    );
+    drop(lease);
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_text_is_never_a_file_mention_and_images_and_models_reach_the_upstream() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    // A 1x1 PNG.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let request = TurnRequest {
+        content: vec![
+            ContentBlock::Text("summarize @/etc/passwd".into()),
+            ContentBlock::Image {
+                media_type: "image/png".into(),
+                data: png.into(),
+            },
+        ],
+        model: Some("claude-haiku-4-5".into()),
+    };
+    let (_, outcome) = pool
+        .run(&LaunchProfile::default(), &anon(), request)
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+
+    let all: String = mock.requests().iter().map(|r| r.all_text()).collect();
+    assert!(
+        !all.contains("root:x:0:0"),
+        "/etc/passwd reached the upstream"
+    );
+    // Switching the model makes the CLI check it with a small request of its own first.
+    let requests = mock.message_requests();
+    let request = requests
+        .iter()
+        .find(|r| r.all_text().contains("summarize @/etc/passwd"))
+        .expect("the prompt reached the upstream verbatim");
+    assert_eq!(request.body["model"], "claude-haiku-4-5");
+    let last = request.messages().last().cloned().unwrap();
+    let image = last["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "image")
+        .cloned();
+    assert_eq!(image.map(|b| b["source"]["data"].clone()), Some(png.into()));
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_reported_promptly_with_their_status() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    for (keyword, status, kind) in [
+        ("[[e429]]", 429, "rate_limit_error"),
+        ("[[e529]]", 529, "overloaded_error"),
+        ("[[e401]]", 401, "authentication_error"),
+        ("[[e400]]", 400, "invalid_request_error"),
+    ] {
+        let started = Instant::now();
+        let stream = pool
+            .run(
+                &LaunchProfile::default(),
+                &anon(),
+                TurnRequest::text(keyword),
+            )
+            .await
+            .unwrap();
+        let (_, outcome) = stream.collect_all().await;
+        match &outcome.status {
+            TurnStatus::UpstreamError {
+                status: s, kind: k, ..
+            } => {
+                assert_eq!(*s, Some(status), "{keyword}");
+                assert_eq!(k.as_deref(), Some(kind), "{keyword}");
+            }
+            other => panic!("{keyword}: {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{keyword} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A stream cut halfway ends too (the CLI's idle timeout, then its own error), never hangs.
+    let started = Instant::now();
+    let (_, outcome) = pool
+        .run(
+            &LaunchProfile::default(),
+            &anon(),
+            TurnRequest::text("[[midfail]]"),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(30), "{outcome:?}");
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_policy_gives_every_request_a_new_container() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(ReusePolicy::Fresh, 1),
+    )
+    .await;
+    let mut containers = Vec::new();
+    for prompt in ["one", "two"] {
+        let lease = pool
+            .checkout(&LaunchProfile::default(), &anon())
+            .await
+            .unwrap();
+        containers.push(lease.worker().container_id().to_string());
+        let (_, outcome) = lease
+            .start_turn(TurnRequest::text(prompt))
+            .collect_all()
+            .await;
+        assert!(outcome.is_success(), "{outcome:?}");
+    }
+    assert_ne!(containers[0], containers[1]);
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_removes_what_an_earlier_run_of_the_instance_left() {
+    let mock = MockUpstream::start().await;
+    let settings = settings(&mock.base_url(), Credentials::ApiKey("sk-test".into()));
+    let runtime = docker::docker().await;
+    let labels = ccpool::sandbox::worker_labels(&settings.instance_id, "leftover", "p");
+    let leftover = runtime
+        .start_container(&settings.sandbox.container_spec(labels))
+        .await
+        .unwrap();
+    assert_eq!(
+        instance_containers(&settings.instance_id).await,
+        vec![leftover.clone()]
+    );
+
+    let pool = start_pool(settings, pool_config(reuse(), 1)).await;
+    let now = instance_containers(&pool.settings().instance_id).await;
+    assert!(!now.contains(&leftover), "the leftover is still there");
+    assert_eq!(now.len(), 1, "only the new warm worker: {now:?}");
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}

@@ -1,0 +1,177 @@
+//! Helpers for tests against the real Docker engine and the real CLI: settings that point
+//! workers at the mock upstream, and clean-up by label.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ccpool::credentials::Credentials;
+use ccpool::docker::DockerRuntime;
+use ccpool::domain::LaunchProfile;
+use ccpool::pool::{PoolConfig, ReusePolicy, WarmPool};
+use ccpool::runtime::{ContainerRuntime, ExecSpec, LABEL_INSTANCE, LABEL_MANAGED};
+use ccpool::worker::WorkerSettings;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+/// The worker image the tests use (built by images/build.sh).
+pub fn worker_image() -> String {
+    std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".to_string())
+}
+
+/// Connects to the engine and fails loudly if the worker image is missing: Docker tests are
+/// never skipped.
+pub async fn docker() -> DockerRuntime {
+    let runtime = DockerRuntime::connect()
+        .await
+        .expect("the Docker engine must be reachable");
+    assert!(
+        runtime.image_exists(&worker_image()).await.unwrap(),
+        "worker image {} missing: run images/build.sh",
+        worker_image()
+    );
+    runtime
+}
+
+/// Worker settings for tests: a unique instance, host networking so the CLI reaches the mock
+/// on 127.0.0.1, prompt upstream errors.
+pub fn settings(upstream: &str, credentials: Credentials) -> WorkerSettings {
+    let mut s = WorkerSettings {
+        instance_id: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        credentials,
+        silence_limit: Duration::from_secs(30),
+        interrupt_grace: Duration::from_secs(5),
+        start_timeout: Duration::from_secs(60),
+        ..WorkerSettings::default()
+    };
+    s.sandbox.image = worker_image();
+    s.sandbox.network = "host".to_string();
+    s.cli.base_url = Some(upstream.to_string());
+    s.cli.stream_idle_timeout = Duration::from_secs(3);
+    s
+}
+
+pub fn pool_config(policy: ReusePolicy, warm: usize) -> PoolConfig {
+    PoolConfig {
+        policy,
+        warm_default: warm,
+        max_workers: 3,
+        checkout_timeout: Duration::from_secs(60),
+        ..PoolConfig::default()
+    }
+}
+
+pub fn reuse() -> ReusePolicy {
+    ReusePolicy::Reuse {
+        max_uses: 100,
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+/// A pool on the real engine. If a test fails before `shutdown_clean`, dropping it still
+/// removes the instance's containers.
+pub struct TestPool {
+    pool: WarmPool,
+    instance: String,
+}
+
+impl std::ops::Deref for TestPool {
+    type Target = WarmPool;
+    fn deref(&self) -> &WarmPool {
+        &self.pool
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        remove_by_label_blocking(&format!("{LABEL_INSTANCE}={}", self.instance));
+    }
+}
+
+/// Removes every container carrying `label` with the docker CLI (usable from `Drop`).
+pub fn remove_by_label_blocking(label: &str) {
+    let listed = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output();
+    if let Ok(out) = listed {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// Starts a pool on the real engine and waits until `warm` workers are ready.
+pub async fn start_pool(settings: WorkerSettings, config: PoolConfig) -> TestPool {
+    let warm = config.warm_default;
+    let instance = settings.instance_id.clone();
+    let pool = WarmPool::start(
+        Arc::new(docker().await),
+        settings,
+        config,
+        LaunchProfile::default(),
+    )
+    .await
+    .expect("pool starts");
+    let pool = TestPool { pool, instance };
+    assert!(
+        pool.wait_warm(warm, Duration::from_secs(90)).await,
+        "pool did not warm up: {:?}",
+        pool.status()
+    );
+    pool
+}
+
+/// Containers of one instance (running or not).
+pub async fn instance_containers(instance: &str) -> Vec<String> {
+    docker()
+        .await
+        .list_containers(&[(LABEL_MANAGED, "true"), (LABEL_INSTANCE, instance)])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Shuts the pool down and asserts it left no container behind.
+pub async fn shutdown_clean(pool: TestPool) {
+    let instance = pool.instance.clone();
+    pool.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(
+        instance_containers(&instance).await,
+        Vec::<String>::new(),
+        "containers left behind"
+    );
+}
+
+/// Runs a command in a container as `user` and returns (exit code, stdout+stderr).
+pub async fn exec_output(container: &str, user: &str, script: &str) -> (i64, String) {
+    let runtime = docker().await;
+    let spec = ExecSpec {
+        cmd: vec!["bash".into(), "-c".into(), script.into()],
+        user: Some(user.into()),
+        ..ExecSpec::default()
+    };
+    let mut process = runtime.exec(container, &spec).await.unwrap();
+    process.stdin.shutdown().await.unwrap();
+    let mut text = String::new();
+    while let Some(frame) = process.output.next().await {
+        match frame.unwrap() {
+            ccpool::runtime::ExecOutput::Stdout(b) | ccpool::runtime::ExecOutput::Stderr(b) => {
+                text.push_str(&String::from_utf8_lossy(&b))
+            }
+        }
+    }
+    let code = runtime
+        .exec_exit_code(&process.id)
+        .await
+        .unwrap()
+        .unwrap_or(-1);
+    (code, text)
+}
