@@ -39,6 +39,8 @@ pub struct FakeRuntime {
     state: Arc<Mutex<FakeState>>,
     /// Delay of every container start.
     pub start_delay: Duration,
+    /// How long the fake CLI takes to answer `/clear`.
+    pub clear_delay: Duration,
 }
 
 impl FakeRuntime {
@@ -132,6 +134,7 @@ impl ContainerRuntime for FakeRuntime {
                 stdin_reader,
                 out_tx,
                 alive.clone(),
+                self.clear_delay,
             ));
         }
         // Like a hijacked exec connection, the output ends the moment the container dies.
@@ -208,6 +211,7 @@ async fn fake_cli(
     stdin: tokio::io::DuplexStream,
     out: Out,
     alive: CancellationToken,
+    clear_delay: Duration,
 ) {
     let mut lines = BufReader::new(stdin).lines();
     loop {
@@ -237,6 +241,7 @@ async fn fake_cli(
             .unwrap_or_default()
             .to_string();
         if text == "/clear" && msg.get("client_composed").is_none() {
+            tokio::time::sleep(clear_delay).await;
             emit(&out, json!({"type": "conversation_reset"})).await;
             emit(&out, result("success", "", "completed")).await;
             continue;

@@ -88,6 +88,9 @@ pub enum PoolError {
     StartFailed(String),
     #[error("the pool is shutting down")]
     Closed,
+    /// Internal: a worker of the same owner finished its reset; ask deadpool again.
+    #[error("retry")]
+    Retry,
 }
 
 /// Counters of the pool's life, for status pages and tests.
@@ -150,7 +153,17 @@ type OwnerPool = managed::Pool<OwnerManager>;
 /// `create` is still waiting, when deadpool counts the pool as empty) never loses its pool.
 struct OwnerEntry {
     pool: OwnerPool,
+    state: Arc<OwnerState>,
     last_checkout: Instant,
+}
+
+/// What one owner's checkouts and releases share.
+#[derive(Default)]
+struct OwnerState {
+    /// Workers of this owner being reset after a request: they are back within moments, so a
+    /// checkout waits for one rather than spending a never-used worker.
+    resetting: AtomicUsize,
+    reset_done: Notify,
 }
 
 impl ProfilePool {
@@ -197,8 +210,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// profile's reservoir; recycling one checks it is alive and within the reuse policy.
 struct OwnerManager {
     profile: Arc<ProfilePool>,
+    owner: Arc<OwnerState>,
     pool: Weak<PoolInner>,
     policy: ReusePolicy,
+    reset_timeout: Duration,
 }
 
 impl managed::Manager for OwnerManager {
@@ -206,6 +221,16 @@ impl managed::Manager for OwnerManager {
     type Error = PoolError;
 
     async fn create(&self) -> Result<Worker, PoolError> {
+        if self.owner.resetting.load(Ordering::SeqCst) > 0 {
+            let done = self.owner.reset_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.owner.resetting.load(Ordering::SeqCst) > 0 {
+                let _ = tokio::time::timeout(self.reset_timeout, done).await;
+            }
+            // The checkout asks deadpool again, which now finds the reset worker idle.
+            return Err(PoolError::Retry);
+        }
         self.profile.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = scopeguard(|| {
             self.profile.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -341,15 +366,24 @@ impl WarmPool {
             return Err(PoolError::Closed);
         }
         let profile_pool = self.inner.profile_pool(profile);
-        let owner_pool = self.inner.owner_pool(&profile_pool, owner);
+        let (owner_pool, owner_state) = self.inner.owner_pool(&profile_pool, owner);
         let limit = self.inner.config.checkout_timeout;
-        match tokio::time::timeout(limit, owner_pool.get()).await {
+        let get = async {
+            loop {
+                match owner_pool.get().await {
+                    Err(managed::PoolError::Backend(PoolError::Retry)) => continue,
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, get).await {
             Ok(Ok(worker)) => {
                 if worker.uses() > 0 {
                     self.inner.counters.reused.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Lease {
                     worker: Some(worker),
+                    owner: owner_state,
                     pool: self.inner.clone(),
                 })
             }
@@ -494,16 +528,23 @@ impl PoolInner {
         pool
     }
 
-    fn owner_pool(self: &Arc<Self>, profile: &Arc<ProfilePool>, owner: &OwnerKey) -> OwnerPool {
+    fn owner_pool(
+        self: &Arc<Self>,
+        profile: &Arc<ProfilePool>,
+        owner: &OwnerKey,
+    ) -> (OwnerPool, Arc<OwnerState>) {
         let mut owners = lock(&profile.owners);
         if let Some(entry) = owners.get_mut(owner) {
             entry.last_checkout = Instant::now();
-            return entry.pool.clone();
+            return (entry.pool.clone(), entry.state.clone());
         }
+        let state = Arc::new(OwnerState::default());
         let manager = OwnerManager {
             profile: profile.clone(),
+            owner: state.clone(),
             pool: Arc::downgrade(self),
             policy: self.config.policy,
+            reset_timeout: self.config.reset_timeout,
         };
         let pool = managed::Pool::builder(manager)
             .max_size(self.config.max_workers)
@@ -514,10 +555,11 @@ impl PoolInner {
             owner.clone(),
             OwnerEntry {
                 pool: pool.clone(),
+                state: state.clone(),
                 last_checkout: Instant::now(),
             },
         );
-        pool
+        (pool, state)
     }
 
     /// How many warm workers each profile should have now.
@@ -602,16 +644,35 @@ impl PoolInner {
     }
 
     /// What happens to a worker after a turn: reset and kept, or retired.
-    async fn release(&self, worker: Object<OwnerManager>, outcome: &TurnOutcome) {
-        let mut worker = worker;
+    async fn release(
+        &self,
+        mut worker: Object<OwnerManager>,
+        owner: &OwnerState,
+        outcome: &TurnOutcome,
+    ) {
         let failed = matches!(outcome.status, TurnStatus::WorkerFailed(_));
         let keep =
             !failed && within_policy(self.config.policy, &worker) && !self.cancel.is_cancelled();
         if keep {
-            match worker.reset(self.config.reset_timeout).await {
-                // Dropping the object returns it to its owner's pool.
-                Ok(()) => return,
-                Err(e) => tracing::debug!(worker = %worker.id(), cause = %e, "reset failed"),
+            owner.resetting.fetch_add(1, Ordering::SeqCst);
+            let reset = worker.reset(self.config.reset_timeout).await;
+            let kept = match reset {
+                Ok(()) => {
+                    // Dropping the object returns it to its owner's pool, before the waiters
+                    // for a reset are told to look there.
+                    drop(worker);
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(worker = %worker.id(), cause = %e, "reset failed");
+                    Some(worker)
+                }
+            };
+            owner.resetting.fetch_sub(1, Ordering::SeqCst);
+            owner.reset_done.notify_waiters();
+            match kept {
+                None => return,
+                Some(w) => worker = w,
             }
         }
         let worker = Object::take(worker);
@@ -772,6 +833,7 @@ async fn start_worker(
 /// returns the worker untouched.
 pub struct Lease {
     worker: Option<Object<OwnerManager>>,
+    owner: Arc<OwnerState>,
     pool: Arc<PoolInner>,
 }
 
@@ -786,6 +848,7 @@ impl Lease {
     /// interrupts the turn; the worker is then reset and kept, or retired, by policy.
     pub fn start_turn(mut self, request: TurnRequest) -> TurnStream {
         let mut worker = self.worker.take().expect("a lease is consumed once");
+        let owner = self.owner.clone();
         let pool = self.pool.clone();
         pool.counters.turns.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(pool.config.turn_channel_capacity);
@@ -799,7 +862,7 @@ impl Lease {
                     let outcome = worker.run_turn(request, &tx, &cancel).await;
                     let _ = tx.send(TurnItem::Finished(outcome.clone())).await;
                     drop(tx);
-                    pool.release(worker, &outcome).await;
+                    pool.release(worker, &owner, &outcome).await;
                     pool.releases.send_modify(|n| *n += 1);
                 }
             },
@@ -1001,6 +1064,33 @@ mod tests {
             assert_eq!(line["client_composed"], true);
         }
         assert_eq!(pool.status().reused, 1);
+        pool.shutdown(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn a_request_right_after_another_waits_for_the_reset_instead_of_taking_a_new_worker() {
+        let mut fake = FakeRuntime::new();
+        fake.clear_delay = Duration::from_millis(150);
+        let pool = pool_with(&fake, config(reuse(10))).await;
+        let owner = OwnerKey::new("alice");
+        let lease = pool
+            .checkout(&LaunchProfile::default(), &owner)
+            .await
+            .unwrap();
+        let first = lease.worker().container_id().to_string();
+        let (_, outcome) = lease
+            .start_turn(TurnRequest::text("one"))
+            .collect_all()
+            .await;
+        assert!(outcome.is_success());
+        // The reset is still running: the next checkout waits for it.
+        let lease = pool
+            .checkout(&LaunchProfile::default(), &owner)
+            .await
+            .unwrap();
+        assert_eq!(lease.worker().container_id(), first);
+        assert_eq!(lease.worker().uses(), 1);
+        drop(lease);
         pool.shutdown(Duration::from_secs(2)).await;
     }
 

@@ -1,0 +1,345 @@
+//! Benchmark of the warm pool with the real CLI in real containers against the mock upstream.
+//! Prints, for the `reuse` and `fresh` policies: time from submitting a prompt to the first
+//! text delta (p50/p90), requests per second at concurrency 1 and 4, and CPU per request
+//! (whole machine: CLI, Docker, ccpool and the mock). As a baseline, the same CLI run directly
+//! on the host, started ahead of time and waiting on stdin.
+//!
+//! Run: `cargo bench --bench pool` (needs the images from images/build.sh). Sizes can be set
+//! with BENCH_REQUESTS (per measured phase, default 40).
+
+#[path = "../tests/support/mock_upstream.rs"]
+mod mock_upstream;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ccpool::cli::{CliEvent, CliSettings, StdinLine, StreamEvent, cli_argv, cli_env};
+use ccpool::credentials::Credentials;
+use ccpool::docker::DockerRuntime;
+use ccpool::domain::{BlockDelta, LaunchProfile, OwnerKey, TurnEvent, TurnItem, TurnRequest};
+use ccpool::pool::{PoolConfig, ReusePolicy, WarmPool};
+use ccpool::worker::WorkerSettings;
+use futures::StreamExt;
+use mock_upstream::MockUpstream;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+struct Phase {
+    name: String,
+    first_delta: Vec<Duration>,
+    requests: usize,
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+impl Phase {
+    fn print(&self) {
+        let mut d = self.first_delta.clone();
+        d.sort();
+        println!(
+            "{:<34} first delta p50 {:>7.1} ms  p90 {:>7.1} ms | {:>6.1} req/s | CPU {:>6.1} ms/req | n={}",
+            self.name,
+            percentile(&d, 0.5).as_secs_f64() * 1e3,
+            percentile(&d, 0.9).as_secs_f64() * 1e3,
+            self.requests as f64 / self.wall.as_secs_f64(),
+            self.cpu.as_secs_f64() * 1e3 / self.requests as f64,
+            self.requests,
+        );
+    }
+}
+
+/// Busy CPU time of the whole machine so far (from /proc/stat).
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let busy: u64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    let ticks = 100; // USER_HZ on Linux.
+    Duration::from_millis(busy * 1000 / ticks)
+}
+
+fn requests_per_phase() -> usize {
+    std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
+}
+
+/// The CLI run directly on the host: one process started ahead of time, `/clear` between
+/// requests, exactly what a worker does minus the container.
+async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
+    let binary = std::env::var("CCPOOL_CLI_BIN")
+        .unwrap_or_else(|_| format!("{}/images/worker/claude", env!("CARGO_MANIFEST_DIR")));
+    if !std::path::Path::new(&binary).exists() {
+        println!("host baseline skipped: no CLI binary at {binary} (run images/build.sh)");
+        return None;
+    }
+    let settings = CliSettings {
+        program: binary,
+        base_url: Some(mock.base_url()),
+        ..CliSettings::default()
+    };
+    let argv = cli_argv(&settings, &LaunchProfile::default());
+    let home = std::env::temp_dir().join(format!("ccpool-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&home).ok()?;
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(cli_env(
+            &settings,
+            &LaunchProfile::default(),
+            &Credentials::ApiKey("sk-bench".into()),
+        ))
+        .env("HOME", &home)
+        .current_dir(&home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let mut lines = BufReader::new(child.stdout.take()?).lines();
+    let send = |line: StdinLine| format!("{}\n", line.to_json());
+    stdin
+        .write_all(
+            send(StdinLine::Control {
+                request_id: "init".into(),
+                request: ccpool::cli::ControlRequest::Initialize,
+            })
+            .as_bytes(),
+        )
+        .await
+        .ok()?;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if matches!(CliEvent::parse(&line), Ok(CliEvent::ControlResponse { .. })) {
+            break;
+        }
+    }
+    let mut first = Vec::new();
+    let cpu0 = machine_cpu();
+    let t0 = Instant::now();
+    for i in 0..n + 3 {
+        let started = Instant::now();
+        stdin
+            .write_all(
+                send(StdinLine::User(vec![ccpool::domain::ContentBlock::Text(
+                    format!("bench {i}"),
+                )]))
+                .as_bytes(),
+            )
+            .await
+            .ok()?;
+        let mut got = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            match CliEvent::parse(&line) {
+                Ok(CliEvent::Stream(StreamEvent::ContentBlockDelta { .. })) if got.is_none() => {
+                    got = Some(started.elapsed())
+                }
+                Ok(CliEvent::Result(_)) => break,
+                _ => {}
+            }
+        }
+        stdin
+            .write_all(send(StdinLine::Clear).as_bytes())
+            .await
+            .ok()?;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if matches!(CliEvent::parse(&line), Ok(CliEvent::Result(_))) {
+                break;
+            }
+        }
+        if i >= 3 {
+            first.push(got?);
+        }
+    }
+    let phase = Phase {
+        name: "host CLI (no container), c=1".into(),
+        first_delta: first,
+        requests: n,
+        wall: t0.elapsed(),
+        cpu: machine_cpu() - cpu0,
+    };
+    drop(stdin);
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&home);
+    Some(phase)
+}
+
+async fn one_request(pool: &WarmPool, owner: &OwnerKey, i: usize) -> Duration {
+    let started = Instant::now();
+    let mut stream = pool
+        .run(
+            &LaunchProfile::default(),
+            owner,
+            TurnRequest::text(format!("bench {i}")),
+        )
+        .await
+        .expect("checkout");
+    let mut first = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            TurnItem::Event(TurnEvent::BlockDelta {
+                delta: BlockDelta::Text(_),
+                ..
+            }) if first.is_none() => first = Some(started.elapsed()),
+            TurnItem::Finished(outcome) => assert!(outcome.is_success(), "{outcome:?}"),
+            _ => {}
+        }
+    }
+    first.expect("a text delta")
+}
+
+async fn run_phase(pool: &WarmPool, name: &str, concurrency: usize, n: usize) -> Phase {
+    let owner = OwnerKey::new("bench");
+    let cpu0 = machine_cpu();
+    let t0 = Instant::now();
+    let per_task = n / concurrency;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|c| {
+            let pool = pool.clone();
+            let owner = owner.clone();
+            tokio::spawn(async move {
+                let mut firsts = Vec::new();
+                for i in 0..per_task {
+                    if concurrency == 1 {
+                        // Like the host baseline: the previous request's reset is done before
+                        // the clock starts (it still counts in requests per second).
+                        let turns = pool.status().turns;
+                        pool.wait_releases(turns, Duration::from_secs(30)).await;
+                    }
+                    firsts.push(one_request(&pool, &owner, c * 1000 + i).await);
+                }
+                firsts
+            })
+        })
+        .collect();
+    let mut first_delta = Vec::new();
+    for t in tasks {
+        first_delta.extend(t.await.expect("bench task"));
+    }
+    Phase {
+        name: name.into(),
+        first_delta,
+        requests: per_task * concurrency,
+        wall: t0.elapsed(),
+        cpu: machine_cpu() - cpu0,
+    }
+}
+
+async fn bench_policy(
+    mock: &MockUpstream,
+    policy: ReusePolicy,
+    label: &str,
+    n: usize,
+) -> Vec<Phase> {
+    let runtime = DockerRuntime::connect().await.expect("Docker");
+    let mut settings = WorkerSettings {
+        instance_id: format!("bench-{label}"),
+        credentials: Credentials::ApiKey("sk-bench".into()),
+        ..WorkerSettings::default()
+    };
+    settings.sandbox.image =
+        std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".into());
+    settings.sandbox.network = "host".into();
+    if let Some(cpus) = std::env::var("BENCH_CPUS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        settings.sandbox.cpus = (cpus > 0.0).then_some(cpus);
+    }
+    settings.cli.base_url = Some(mock.base_url());
+    let config = PoolConfig {
+        policy,
+        max_workers: 10,
+        warm_default: 4,
+        max_concurrent_starts: 2,
+        ..PoolConfig::default()
+    };
+    let pool = WarmPool::start(
+        Arc::new(runtime),
+        settings,
+        config,
+        LaunchProfile::default(),
+    )
+    .await
+    .expect("pool");
+    assert!(pool.wait_warm(4, Duration::from_secs(120)).await, "warm-up");
+    // Warm-up requests (not measured) so `reuse` has its owner's workers in place.
+    run_phase(&pool, "warm-up", 4, 8).await;
+    let mut phases = Vec::new();
+    let n_fresh = if policy == ReusePolicy::Fresh {
+        n / 4
+    } else {
+        n
+    };
+    pool.wait_warm(4, Duration::from_secs(120)).await;
+    phases.push(run_phase(&pool, &format!("pool {label}, c=1"), 1, n_fresh).await);
+    pool.wait_warm(4, Duration::from_secs(120)).await;
+    phases.push(run_phase(&pool, &format!("pool {label}, c=4"), 4, n_fresh.max(8)).await);
+    let status = pool.status();
+    println!(
+        "  ({label}: workers started {}, reused {}, retired {})",
+        status.started, status.reused, status.retired
+    );
+    pool.shutdown(Duration::from_secs(30)).await;
+    phases
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mock = MockUpstream::start().await;
+        mock.set_keep_bodies(false);
+        let n = requests_per_phase();
+        println!(
+            "ccpool pool benchmark: {} CPUs, {n} requests per phase, mock upstream on loopback",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
+        let mut phases = Vec::new();
+        phases.extend(host_baseline(&mock, n).await);
+        phases.extend(
+            bench_policy(
+                &mock,
+                ReusePolicy::Reuse {
+                    max_uses: 1000,
+                    max_age: Duration::from_secs(3600),
+                },
+                "reuse",
+                n,
+            )
+            .await,
+        );
+        phases.extend(bench_policy(&mock, ReusePolicy::Fresh, "fresh", n).await);
+        println!();
+        for p in &phases {
+            p.print();
+        }
+        mock.shutdown().await;
+    });
+}

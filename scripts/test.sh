@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The project's whole test run, from a fresh machine of the rust-docker kind: builds the
+# images offline, checks formatting and lints, runs every test (the Docker tests against the
+# real engine and the real CLI, never skipped), checks nothing was left running, and runs a
+# short benchmark so it keeps working.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+leftovers() {
+    # Containers of test and benchmark instances; a ccpool the developer runs is not ours to judge.
+    docker ps -aq --filter label=ccpool.managed=true --format '{{.ID}} {{.Label "ccpool.instance"}}' \
+        | awk '$2 ~ /^(test|bench)-/ {print $1}'
+}
+
+step "docker engine"
+docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}'
+
+step "images (offline build)"
+bash images/build.sh
+
+step "compose file"
+if command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f compose.yaml config -q
+else
+    docker compose -f compose.yaml config -q
+fi
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "tests"
+stale=$(leftovers)
+[ -z "$stale" ] || docker rm -f -v $stale >/dev/null
+status=0
+cargo test --locked || status=$?
+
+step "nothing left running"
+left=$(leftovers)
+if [ -n "$left" ]; then
+    echo "containers labelled ccpool.managed=true were left behind:" >&2
+    docker ps -a --filter label=ccpool.managed=true >&2
+    docker rm -f -v $left >/dev/null
+    status=1
+fi
+[ "$status" -eq 0 ] || exit "$status"
+echo "none"
+
+step "benchmark (short run)"
+BENCH_REQUESTS=${BENCH_REQUESTS:-16} cargo bench --locked --bench pool
+left=$(leftovers)
+[ -z "$left" ] || { echo "the benchmark left containers behind" >&2; docker rm -f -v $left >/dev/null; exit 1; }
