@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 leftovers() {
     # Containers of test and benchmark instances; a ccpool the developer runs is not ours to judge.
-    docker ps -aq --filter label=ccpool.managed=true --format '{{.ID}} {{.Label "ccpool.instance"}}' \
+    docker ps -a --filter label=ccpool.managed=true --format '{{.ID}} {{.Label "ccpool.instance"}}' \
         | awk '$2 ~ /^(test|bench)-/ {print $1}'
 }
 
@@ -35,7 +35,10 @@ step "tests"
 stale=$(leftovers)
 [ -z "$stale" ] || docker rm -f -v $stale >/dev/null
 status=0
-cargo test --locked || status=$?
+results=$(mktemp)
+if ! cargo test --locked --lib --bins --tests 2>&1 | tee "$results"; then
+    status=1
+fi
 
 step "nothing left running"
 left=$(leftovers)
@@ -52,3 +55,8 @@ step "benchmark (short run)"
 BENCH_REQUESTS=${BENCH_REQUESTS:-16} cargo bench --locked --bench pool
 left=$(leftovers)
 [ -z "$left" ] || { echo "the benchmark left containers behind" >&2; docker rm -f -v $left >/dev/null; exit 1; }
+
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+rm -f "$results"
