@@ -6,6 +6,9 @@ use std::fmt;
 /// One user turn to be served by a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TurnRequest {
+    /// The conversation before this turn, oldest first. When not empty, the worker replays
+    /// it faithfully before sending `content`.
+    pub history: Vec<HistoryMessage>,
     /// The content of the new user message, in order.
     pub content: Vec<ContentBlock>,
     /// The model to answer with; `None` keeps the worker's current model.
@@ -16,10 +19,25 @@ impl TurnRequest {
     /// A request with one text block and the worker's current model.
     pub fn text(text: impl Into<String>) -> Self {
         TurnRequest {
+            history: Vec::new(),
             content: vec![ContentBlock::Text(text.into())],
             model: None,
         }
     }
+}
+
+/// Who said a message of the history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One message of a conversation's history, as the client sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryMessage {
+    pub role: Role,
+    pub content: Vec<ContentBlock>,
 }
 
 /// A block of user content.

@@ -14,12 +14,15 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::transcript::{transcript, transcript_path};
 use crate::cli::{
     CliEvent, CliSettings, ControlRequest, ControlResult, LineError, StdinLine, cli_argv, cli_env,
-    ndjson_lines,
+    ndjson_lines, resume_args,
 };
 use crate::credentials::Credentials;
-use crate::domain::{LaunchProfile, TurnItem, TurnOutcome, TurnRequest, TurnStatus};
+use crate::domain::{
+    HistoryMessage, LaunchProfile, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+};
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
 
@@ -78,8 +81,8 @@ pub enum WorkerError {
     Timeout(Duration),
     #[error("the CLI refused a control request: {0}")]
     Refused(String),
-    #[error("writing the credentials file failed with exit code {0}")]
-    CredentialsFile(i64),
+    #[error("writing a file into the worker failed with exit code {0}")]
+    WriteFile(i64),
 }
 
 type CliEvents = BoxStream<'static, Result<CliEvent, WorkerError>>;
@@ -155,54 +158,33 @@ impl Worker {
         id: String,
         profile: LaunchProfile,
     ) -> Result<Worker, WorkerError> {
-        let sandbox = &settings.sandbox;
         if let Some(content) = settings.credentials.file_content() {
-            let script = format!(
-                "umask 077 && mkdir -p \"$HOME/.claude\" && cat > \"$HOME/{}\"",
-                Credentials::FILE_IN_HOME
-            );
-            let spec = ExecSpec {
-                cmd: vec!["bash".into(), "-c".into(), script],
-                env: vec![("HOME".into(), sandbox.home.clone())],
-                user: Some(sandbox.user.clone()),
-                working_dir: None,
-            };
-            let code = run_to_end(
+            let path = format!("$HOME/{}", Credentials::FILE_IN_HOME);
+            write_file(
                 runtime.as_ref(),
+                settings,
                 container_id,
-                &spec,
-                content.expose().as_bytes(),
+                &path,
+                content.expose(),
             )
             .await?;
-            if code != 0 {
-                return Err(WorkerError::CredentialsFile(code));
-            }
         }
-
-        let mut cmd = vec![
-            "bash".to_string(),
-            "-c".to_string(),
-            format!("echo $$ > {CLI_PID_FILE} && exec \"$@\""),
-            "ccpool-cli".to_string(),
-        ];
-        cmd.extend(cli_argv(&settings.cli, &profile));
-        let mut env = cli_env(&settings.cli, &profile, &settings.credentials);
-        env.push(("HOME".into(), sandbox.home.clone()));
-        let spec = ExecSpec {
-            cmd,
-            env,
-            user: Some(sandbox.user.clone()),
-            working_dir: Some(sandbox.workspace.clone()),
-        };
-        let process = runtime.exec(container_id, &spec).await?;
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
-        let events = cli_events(process.output, stderr_tail.clone(), settings.max_line_bytes);
+        let (stdin, events) = spawn_cli(
+            runtime.as_ref(),
+            settings,
+            container_id,
+            &profile,
+            None,
+            &stderr_tail,
+        )
+        .await?;
         let mut worker = Worker {
             id,
             container_id: container_id.to_string(),
             profile,
             runtime: runtime.clone(),
-            stdin: process.stdin,
+            stdin,
             events,
             stderr_tail,
             model: None,
@@ -224,6 +206,52 @@ impl Worker {
         worker.removed = false;
         tracing::debug!(worker = %worker.id, container = short(container_id), "worker ready");
         Ok(worker)
+    }
+
+    /// Replays a conversation the worker did not produce: writes it as a transcript and
+    /// replaces the CLI process with one that resumes it. The container stays.
+    async fn replay(&mut self, history: &[HistoryMessage]) -> Result<(), WorkerError> {
+        let settings = self.settings.clone();
+        let session = uuid::Uuid::new_v4().to_string();
+        let path = format!(
+            "$HOME/{}",
+            transcript_path(&settings.sandbox.workspace, &session)
+        );
+        let content = transcript(&session, &settings.sandbox.workspace, history);
+        write_file(
+            self.runtime.as_ref(),
+            &settings,
+            &self.container_id,
+            &path,
+            &content,
+        )
+        .await?;
+
+        // Closing stdin makes the CLI exit; kill it if it does not.
+        let _ = self.stdin.shutdown().await;
+        let ended = tokio::time::timeout(settings.interrupt_grace, async {
+            while self.events.next().await.is_some() {}
+        })
+        .await;
+        if ended.is_err() {
+            self.kill_process().await;
+        }
+        let (stdin, events) = spawn_cli(
+            self.runtime.as_ref(),
+            &settings,
+            &self.container_id,
+            &self.profile,
+            Some(&session),
+            &self.stderr_tail,
+        )
+        .await
+        .inspect_err(|e| self.mark_broken(format!("relaunching the CLI: {e}")))?;
+        self.stdin = stdin;
+        self.events = events;
+        self.model = None;
+        self.control(ControlRequest::Initialize, settings.start_timeout)
+            .await?;
+        Ok(())
     }
 
     pub fn id(&self) -> &str {
@@ -392,6 +420,12 @@ impl Worker {
                 self.broken.clone().unwrap_or_default()
             ));
         }
+        if !request.history.is_empty() {
+            if let Err(e) = self.replay(&request.history).await {
+                self.mark_broken(format!("replaying the history: {e}"));
+                return TurnOutcome::failed(format!("replaying the history: {e}"));
+            }
+        }
         if let Some(model) = request.model.clone() {
             if self.model.as_ref() != Some(&model) {
                 let limit = self.settings.interrupt_grace;
@@ -518,6 +552,10 @@ impl Worker {
     /// Kills the CLI process (not the container) and marks the worker broken.
     pub async fn kill_cli(&mut self) {
         self.mark_broken("the CLI was killed");
+        self.kill_process().await;
+    }
+
+    async fn kill_process(&mut self) {
         let spec = ExecSpec {
             cmd: vec![
                 "bash".into(),
@@ -625,6 +663,63 @@ fn cli_events(
             Ok(CliEvent::parse(&line)?)
         })
         .boxed()
+}
+
+/// Starts a CLI process for `profile` in a running container (resuming `resume` when set),
+/// and returns its stdin and its typed output.
+async fn spawn_cli(
+    runtime: &dyn ContainerRuntime,
+    settings: &WorkerSettings,
+    container_id: &str,
+    profile: &LaunchProfile,
+    resume: Option<&str>,
+    stderr_tail: &Arc<Mutex<Vec<u8>>>,
+) -> Result<(Pin<Box<dyn AsyncWrite + Send>>, CliEvents), WorkerError> {
+    let sandbox = &settings.sandbox;
+    let mut cmd = vec![
+        "bash".to_string(),
+        "-c".to_string(),
+        format!("echo $$ > {CLI_PID_FILE} && exec \"$@\""),
+        "ccpool-cli".to_string(),
+    ];
+    cmd.extend(cli_argv(&settings.cli, profile));
+    if let Some(session) = resume {
+        cmd.extend(resume_args(session));
+    }
+    let mut env = cli_env(&settings.cli, profile, &settings.credentials);
+    env.push(("HOME".into(), sandbox.home.clone()));
+    let spec = ExecSpec {
+        cmd,
+        env,
+        user: Some(sandbox.user.clone()),
+        working_dir: Some(sandbox.workspace.clone()),
+    };
+    let process = runtime.exec(container_id, &spec).await?;
+    let events = cli_events(process.output, stderr_tail.clone(), settings.max_line_bytes);
+    Ok((process.stdin, events))
+}
+
+/// Writes `content` to `path` (may start with `$HOME`) inside the container, readable by the
+/// worker's user only, through exec stdin: tmpfs mounts cannot be written with `docker cp`.
+async fn write_file(
+    runtime: &dyn ContainerRuntime,
+    settings: &WorkerSettings,
+    container_id: &str,
+    path: &str,
+    content: &str,
+) -> Result<(), WorkerError> {
+    let script = format!("umask 077 && mkdir -p \"$(dirname \"{path}\")\" && cat > \"{path}\"");
+    let spec = ExecSpec {
+        cmd: vec!["bash".into(), "-c".into(), script],
+        env: vec![("HOME".into(), settings.sandbox.home.clone())],
+        user: Some(settings.sandbox.user.clone()),
+        working_dir: None,
+    };
+    let code = run_to_end(runtime, container_id, &spec, content.as_bytes()).await?;
+    if code != 0 {
+        return Err(WorkerError::WriteFile(code));
+    }
+    Ok(())
 }
 
 /// The model ids an `initialize` answer lists.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use ccpool::credentials::Credentials;
 use ccpool::domain::{
-    BlockDelta, ContentBlock, LaunchProfile, OwnerKey, TurnEvent, TurnItem, TurnRequest, TurnStatus,
+    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, OwnerKey, Role, TurnEvent, TurnItem,
+    TurnRequest, TurnStatus,
 };
 use ccpool::pool::ReusePolicy;
 use ccpool::runtime::{ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED};
@@ -410,6 +411,7 @@ async fn client_text_is_never_a_file_mention_and_images_and_models_reach_the_ups
     // A 1x1 PNG.
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
     let request = TurnRequest {
+        history: Vec::new(),
         content: vec![
             ContentBlock::Text("summarize @/etc/passwd".into()),
             ContentBlock::Image {
@@ -447,6 +449,90 @@ async fn client_text_is_never_a_file_mention_and_images_and_models_reach_the_ups
         .find(|b| b["type"] == "image")
         .cloned();
     assert_eq!(image.map(|b| b["source"]["data"].clone()), Some(png.into()));
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_the_worker_did_not_produce_is_replayed_in_order() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    let say = |role, text: &str| HistoryMessage {
+        role,
+        content: vec![ContentBlock::Text(text.into())],
+    };
+    let request = TurnRequest {
+        history: vec![
+            say(Role::User, "first question @/etc/passwd"),
+            say(Role::Assistant, "first answer"),
+            say(Role::User, "second question"),
+            say(Role::Assistant, "second answer"),
+        ],
+        content: vec![ContentBlock::Text("third question".into())],
+        model: None,
+    };
+    let owner = OwnerKey::new("replay");
+    let (events, outcome) = pool
+        .run(&LaunchProfile::default(), &owner, request)
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(text_deltas(&events).concat(), "Echo: third question");
+
+    let request = mock.message_requests().pop().unwrap();
+    let turns: Vec<(String, String)> = request
+        .messages()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            let text = m["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .filter(|t| !t.starts_with("<system-reminder>"))
+                .collect::<Vec<_>>()
+                .join("");
+            (m["role"].as_str().unwrap().to_string(), text)
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("user", "first question @/etc/passwd"),
+        ("assistant", "first answer"),
+        ("user", "second question"),
+        ("assistant", "second answer"),
+        ("user", "third question"),
+    ]
+    .iter()
+    .map(|(r, t)| (r.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(turns, expected);
+    assert!(!request.all_text().contains("root:x:0:0"));
+
+    // The worker is reset and serves its owner again afterwards, with a fresh conversation.
+    assert!(pool.wait_releases(1, Duration::from_secs(30)).await);
+    let (_, outcome) = pool
+        .run(
+            &LaunchProfile::default(),
+            &owner,
+            TurnRequest::text("alone"),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    let last = mock.message_requests().pop().unwrap();
+    assert!(
+        !last.all_text().contains("first question"),
+        "the replayed history leaked into the next request"
+    );
     shutdown_clean(pool).await;
     mock.shutdown().await;
 }

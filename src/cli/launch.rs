@@ -64,6 +64,11 @@ pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> 
     argv
 }
 
+/// The flags that make a CLI resume the conversation of `session` from its transcript.
+pub fn resume_args(session: &str) -> [String; 2] {
+    ["--resume".to_string(), session.to_string()]
+}
+
 /// The environment of a CLI process: credentials, upstream, retry and quiet settings.
 /// Holds secrets: never log it.
 pub fn cli_env(

@@ -4,7 +4,8 @@
 pub mod launch;
 pub mod lines;
 pub mod protocol;
+pub mod transcript;
 
-pub use launch::{CliSettings, cli_argv, cli_env};
+pub use launch::{CliSettings, cli_argv, cli_env, resume_args};
 pub use lines::{LineError, ndjson_lines};
 pub use protocol::{CliEvent, ControlRequest, ControlResult, ResultLine, StdinLine, StreamEvent};

@@ -39,7 +39,7 @@ impl StdinLine {
         let value = match self {
             StdinLine::User(blocks) => json!({
                 "type": "user",
-                "message": {"role": "user", "content": blocks.iter().map(block_json).collect::<Vec<_>>()},
+                "message": {"role": "user", "content": blocks.iter().map(content_json).collect::<Vec<_>>()},
                 "parent_tool_use_id": null,
                 "session_id": "default",
                 "client_composed": true,
@@ -68,7 +68,8 @@ impl StdinLine {
     }
 }
 
-fn block_json(block: &ContentBlock) -> Value {
+/// A content block as the Anthropic API (and so the CLI) writes it.
+pub fn content_json(block: &ContentBlock) -> Value {
     match block {
         ContentBlock::Text(text) => json!({"type": "text", "text": text}),
         ContentBlock::Image { media_type, data } => json!({
