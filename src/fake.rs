@@ -24,6 +24,10 @@ struct FakeState {
     containers: HashMap<String, FakeContainer>,
     /// Every stdin line any fake CLI received, with its container id, in order.
     stdin_lines: Vec<(String, String)>,
+    /// Every exec's command, in order.
+    execs: Vec<Vec<String>>,
+    /// What short execs (file writes) received on stdin.
+    written: Vec<String>,
     starts: u64,
 }
 
@@ -79,6 +83,16 @@ impl FakeRuntime {
             .collect()
     }
 
+    /// Every exec's command so far.
+    pub fn execs(&self) -> Vec<Vec<String>> {
+        self.state.lock().unwrap().execs.clone()
+    }
+
+    /// What file-writing execs received.
+    pub fn written(&self) -> Vec<String> {
+        self.state.lock().unwrap().written.clone()
+    }
+
     /// Kills a container behind the pool's back, like `docker kill`.
     pub fn kill(&self, container: &str) {
         if let Some(c) = self.state.lock().unwrap().containers.remove(container) {
@@ -115,6 +129,7 @@ impl ContainerRuntime for FakeRuntime {
             c.alive.clone()
         };
         let script = spec.cmd.get(2).cloned().unwrap_or_default();
+        self.state.lock().unwrap().execs.push(spec.cmd.clone());
         let (stdin_writer, stdin_reader) = tokio::io::duplex(1 << 20);
         let (out_tx, out_rx) = mpsc::channel::<Result<ExecOutput, RuntimeError>>(256);
         if script.contains("kill -KILL") {
@@ -125,6 +140,17 @@ impl ContainerRuntime for FakeRuntime {
                 let old = std::mem::replace(&mut c.alive, fresh);
                 old.cancel();
             }
+        } else if script.contains("cat >") {
+            // A file write: keep what it receives; its output ends when its stdin does.
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut content = String::new();
+                let _ =
+                    tokio::io::AsyncReadExt::read_to_string(&mut { stdin_reader }, &mut content)
+                        .await;
+                state.lock().unwrap().written.push(content);
+                drop(out_tx);
+            });
         } else if script.contains("exec \"$@\"") {
             let state = self.state.clone();
             let container = container_id.to_string();
@@ -244,6 +270,52 @@ async fn fake_cli(
             tokio::time::sleep(clear_delay).await;
             emit(&out, json!({"type": "conversation_reset"})).await;
             emit(&out, result("success", "", "completed")).await;
+            continue;
+        }
+        if let Some(name) = text
+            .split("[[fixture:")
+            .nth(1)
+            .and_then(|r| r.split("]]").next())
+        {
+            // Replays what the real CLI printed for a recorded scenario, up to its first result.
+            let path = format!("{}/tests/fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
+            let mut messages = 0;
+            for line in std::fs::read_to_string(path).unwrap().lines() {
+                let value: Value = serde_json::from_str(line).unwrap();
+                if value["type"] == "system" && value["subtype"] == "init" {
+                    continue;
+                }
+                if value["event"]["type"] == "message_start" {
+                    messages += 1;
+                }
+                if messages == 2 && value["event"]["type"] == "message_start" {
+                    // A continuation is a second upstream request, which takes a while: an
+                    // interrupt sent meanwhile ends the turn, as with the real CLI.
+                    let next =
+                        tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await;
+                    if let Ok(Ok(Some(line))) = next {
+                        state
+                            .lock()
+                            .unwrap()
+                            .stdin_lines
+                            .push((container.clone(), line.clone()));
+                        let msg: Value = serde_json::from_str(&line).unwrap();
+                        if msg["request"]["subtype"] == "interrupt" {
+                            emit(&out, json!({"type": "control_response", "response": {"subtype": "success", "request_id": msg["request_id"], "response": {}}})).await;
+                            emit(
+                                &out,
+                                result("error_during_execution", "", "aborted_streaming"),
+                            )
+                            .await;
+                            break;
+                        }
+                    }
+                }
+                emit(&out, value.clone()).await;
+                if value["type"] == "result" {
+                    break;
+                }
+            }
             continue;
         }
         if text.contains("[[hang]]") {

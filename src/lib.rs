@@ -3,6 +3,8 @@
 //!
 //! Layout (see ARCHITECTURE.md for the code map and invariants):
 //! - `domain`: serde-free request and response types every layer shares.
+//! - `anthropic`: the Messages API dialect (wire types, translation, handlers).
+//! - `chat`: the dialect-independent business function over the pool.
 //! - `cli`: the CLI's argv, stdin lines and stream-json output (the only module that knows them).
 //! - `runtime`: the container-engine seam; `docker` implements it with bollard.
 //! - `sandbox`: hardening settings turned into container specs.
@@ -12,6 +14,8 @@
 //! - `config`: the service's typed configuration.
 //! - `server`: the HTTP surface.
 
+pub mod anthropic;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -12,7 +12,7 @@ use ccpool::credentials::Credentials;
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
 use ccpool::pool::WarmPool;
-use ccpool::server::{AppState, app};
+use ccpool::server::{ApiSettings, AppState, app};
 
 #[derive(Parser)]
 #[command(
@@ -64,9 +64,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(listen = %args.listen, "serving");
-    let served = axum::serve(listener, app(AppState { pool: pool.clone() }))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let served = axum::serve(
+        listener,
+        app(AppState {
+            pool: pool.clone(),
+            api: ApiSettings::default(),
+        }),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     pool.shutdown(Duration::from_secs(args.shutdown_grace_secs))
         .await;
     served.context("serving HTTP")

@@ -902,6 +902,11 @@ impl TurnStream {
         self.cancel.cancel();
     }
 
+    /// A handle that interrupts the turn when cancelled, for stages that own the stream.
+    pub fn interrupt_handle(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Collects the whole turn: its events and its outcome.
     pub async fn collect_all(mut self) -> (Vec<crate::domain::TurnEvent>, TurnOutcome) {
         let mut events = Vec::new();

@@ -1,24 +1,71 @@
-//! The HTTP surface: `fn app(state) -> Router`. For now health and pool status; the API
-//! dialects mount here.
+//! The HTTP surface: `fn app(state) -> Router` with the API dialects, health and status.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::domain::OwnerKey;
 use crate::pool::WarmPool;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: WarmPool,
+    pub api: ApiSettings,
+}
+
+/// Settings of the HTTP APIs.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How often a streaming response sends `ping` while it waits.
+    pub ping_interval: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            max_body_bytes: 10 * 1024 * 1024,
+            ping_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .merge(crate::anthropic::routes())
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/status", get(status))
         .with_state(state)
+}
+
+/// The owner of a request: the client's API key, hashed (so it never sits in memory as a
+/// label), or anonymous. Workers never serve two owners.
+pub fn owner_of(headers: &HeaderMap) -> OwnerKey {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(key) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            OwnerKey::new(format!("key-{:016x}", h.finish()))
+        }
+        None => OwnerKey::anonymous(),
+    }
 }
 
 async fn status(State(state): State<AppState>) -> Json<Value> {

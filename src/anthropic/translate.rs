@@ -1,0 +1,680 @@
+//! Explicit translation between the Messages API and the domain: a request into a
+//! `ChatRequest`, and chat items back into SSE events or a `message` object.
+
+use serde_json::{Map, Value, json};
+
+use crate::chat::{ChatEnd, ChatItem, ChatRequest};
+use crate::domain::{
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, OwnerKey, Role, TurnEvent,
+    TurnRequest, Usage,
+};
+
+use super::AnthropicError;
+use super::wire::{MessageParam, MessagesRequest};
+
+/// The output-token limit the CLI asks for when nothing else is set.
+const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
+
+/// Parses a request body into `T`, with errors that name the offending field.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AnthropicError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| AnthropicError::invalid(format!("the request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AnthropicError::invalid(
+            "the request body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            AnthropicError::invalid(inner)
+        } else {
+            AnthropicError::invalid(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// A Messages API request as a chat request for `owner`.
+pub fn to_chat(request: MessagesRequest, owner: OwnerKey) -> Result<ChatRequest, AnthropicError> {
+    if let Some(tools) = &request.tools {
+        if !tools.is_empty() {
+            return Err(AnthropicError::invalid(
+                "tools: client tools are not supported by ccpool yet; remove `tools` from the request",
+            ));
+        }
+    }
+    if let Some(choice) = &request.tool_choice {
+        let kind = choice
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !matches!(kind, "auto" | "none") {
+            return Err(AnthropicError::invalid(
+                "tool_choice: client tools are not supported by ccpool yet; remove `tool_choice` from the request",
+            ));
+        }
+    }
+    if request.max_tokens == 0 {
+        return Err(AnthropicError::invalid("max_tokens: must be at least 1"));
+    }
+    if request.model.trim().is_empty() {
+        return Err(AnthropicError::invalid("model: must not be empty"));
+    }
+    let (history, content) = split_messages(&request.messages)?;
+    let stop_sequences = request.stop_sequences.unwrap_or_default();
+    if stop_sequences.iter().any(String::is_empty) {
+        return Err(AnthropicError::invalid(
+            "stop_sequences: each stop sequence must be non-empty",
+        ));
+    }
+    let include_thinking = request
+        .thinking
+        .as_ref()
+        .and_then(|t| t.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t != "disabled");
+    let profile = LaunchProfile {
+        system_prompt: system_prompt(request.system.as_ref())?,
+        builtin_tools: false,
+        json_schema: None,
+        max_output_tokens: (request.max_tokens != CLI_DEFAULT_MAX_TOKENS)
+            .then_some(request.max_tokens),
+    };
+    Ok(ChatRequest {
+        owner,
+        profile,
+        turn: TurnRequest {
+            history,
+            content,
+            model: Some(request.model),
+        },
+        stop_sequences,
+        include_thinking,
+    })
+}
+
+/// The system prompt: a string, or text blocks joined by blank lines.
+pub fn system_prompt(system: Option<&Value>) -> Result<Option<String>, AnthropicError> {
+    match system {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Array(blocks)) => {
+            let mut texts = Vec::new();
+            for (i, block) in blocks.iter().enumerate() {
+                match (
+                    block.get("type").and_then(Value::as_str),
+                    block.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(text)) => texts.push(text.to_string()),
+                    _ => {
+                        return Err(AnthropicError::invalid(format!(
+                            "system.{i}: system blocks must be text blocks"
+                        )));
+                    }
+                }
+            }
+            Ok((!texts.is_empty()).then(|| texts.join("\n\n")))
+        }
+        Some(_) => Err(AnthropicError::invalid(
+            "system: must be a string or a list of text blocks",
+        )),
+    }
+}
+
+/// Splits the messages into the history and the new user turn (the last message).
+fn split_messages(
+    messages: &[MessageParam],
+) -> Result<(Vec<HistoryMessage>, Vec<ContentBlock>), AnthropicError> {
+    if messages.is_empty() {
+        return Err(AnthropicError::invalid(
+            "messages: at least one message is required",
+        ));
+    }
+    let mut history = Vec::with_capacity(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        let role = match message.role.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(AnthropicError::invalid(format!(
+                    "messages.{i}.role: unexpected role \"{other}\"; expected \"user\" or \"assistant\""
+                )));
+            }
+        };
+        let content = content_blocks(&message.content, role, &format!("messages.{i}.content"))?;
+        history.push(HistoryMessage { role, content });
+    }
+    let last = history.pop().expect("not empty");
+    if last.role != Role::User {
+        return Err(AnthropicError::invalid(
+            "messages: the last message must have the user role (assistant prefill is not supported by ccpool)",
+        ));
+    }
+    Ok((history, last.content))
+}
+
+/// A message's content as domain blocks. Thinking blocks of assistant turns are dropped (the
+/// CLI does not take them back); tool blocks need tool support, which ccpool lacks.
+fn content_blocks(
+    content: &Value,
+    role: Role,
+    path: &str,
+) -> Result<Vec<ContentBlock>, AnthropicError> {
+    let blocks = match content {
+        Value::String(text) if text.is_empty() => {
+            return Err(AnthropicError::invalid(format!(
+                "{path}: text content must be non-empty"
+            )));
+        }
+        Value::String(text) => return Ok(vec![ContentBlock::Text(text.clone())]),
+        Value::Array(blocks) if blocks.is_empty() && role == Role::User => {
+            return Err(AnthropicError::invalid(format!(
+                "{path}: must contain at least one block"
+            )));
+        }
+        Value::Array(blocks) => blocks,
+        _ => {
+            return Err(AnthropicError::invalid(format!(
+                "{path}: must be a string or a list of content blocks"
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(blocks.len());
+    for (j, block) in blocks.iter().enumerate() {
+        let at = format!("{path}.{j}");
+        let kind = block
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match kind {
+            "text" => match block.get("text").and_then(Value::as_str) {
+                Some(text) if !text.is_empty() => out.push(ContentBlock::Text(text.to_string())),
+                Some(_) => {
+                    return Err(AnthropicError::invalid(format!(
+                        "{at}.text: text content blocks must be non-empty"
+                    )));
+                }
+                None => {
+                    return Err(AnthropicError::invalid(format!(
+                        "{at}.text: a string is required"
+                    )));
+                }
+            },
+            "image" => out.push(image(block.get("source"), &at)?),
+            "thinking" | "redacted_thinking" if role == Role::Assistant => {}
+            "tool_use" | "tool_result" | "server_tool_use" => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: \"{kind}\" blocks need client tools, which ccpool does not support yet"
+                )));
+            }
+            "" => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: a content block needs a type"
+                )));
+            }
+            other => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: \"{other}\" content blocks are not supported by ccpool"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn image(source: Option<&Value>, at: &str) -> Result<ContentBlock, AnthropicError> {
+    let source = source.ok_or_else(|| AnthropicError::invalid(format!("{at}.source: required")))?;
+    match source.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let media_type = source.get("media_type").and_then(Value::as_str);
+            let data = source.get("data").and_then(Value::as_str);
+            match (media_type, data) {
+                (Some(m), Some(d))
+                    if ["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&m)
+                        && !d.is_empty() =>
+                {
+                    Ok(ContentBlock::Image {
+                        media_type: m.to_string(),
+                        data: d.to_string(),
+                    })
+                }
+                (Some(m), Some(_))
+                    if !["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&m) =>
+                {
+                    Err(AnthropicError::invalid(format!(
+                        "{at}.source.media_type: \"{m}\" is not one of image/jpeg, image/png, image/gif, image/webp"
+                    )))
+                }
+                _ => Err(AnthropicError::invalid(format!(
+                    "{at}.source: base64 images need media_type and data"
+                ))),
+            }
+        }
+        Some(other) => Err(AnthropicError::invalid(format!(
+            "{at}.source.type: \"{other}\" images are not supported by ccpool; send the image as base64"
+        ))),
+        None => Err(AnthropicError::invalid(format!(
+            "{at}.source.type: required"
+        ))),
+    }
+}
+
+/// A rough token count: about four characters a token, and a fixed cost per image. An
+/// estimate, documented as such.
+pub fn estimate_tokens(system: Option<&Value>, messages: &[MessageParam]) -> u64 {
+    fn chars(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.chars().count() as u64,
+            Value::Array(items) => items.iter().map(chars).sum(),
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("image") {
+                    return 1600 * 4;
+                }
+                map.iter()
+                    .filter(|(k, _)| *k == "text" || *k == "content")
+                    .map(|(_, v)| chars(v))
+                    .sum()
+            }
+            _ => 0,
+        }
+    }
+    let total = system.map(chars).unwrap_or(0)
+        + messages.iter().map(|m| chars(&m.content) + 12).sum::<u64>();
+    (total / 4).max(1)
+}
+
+fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+        "output_tokens": usage.output_tokens,
+    })
+}
+
+fn block_start_json(block: &BlockKind) -> Value {
+    match block {
+        BlockKind::Text => json!({"type": "text", "text": ""}),
+        BlockKind::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+        BlockKind::RedactedThinking { data } => json!({"type": "redacted_thinking", "data": data}),
+        BlockKind::ToolUse { id, name } => {
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}})
+        }
+        BlockKind::Other(kind) => json!({"type": kind}),
+    }
+}
+
+fn delta_json(delta: &BlockDelta) -> Option<Value> {
+    Some(match delta {
+        BlockDelta::Text(text) => json!({"type": "text_delta", "text": text}),
+        BlockDelta::Thinking(thinking) => json!({"type": "thinking_delta", "thinking": thinking}),
+        BlockDelta::Signature(signature) => {
+            json!({"type": "signature_delta", "signature": signature})
+        }
+        BlockDelta::InputJson(partial) => {
+            json!({"type": "input_json_delta", "partial_json": partial})
+        }
+        BlockDelta::Other(_) => return None,
+    })
+}
+
+/// The SSE event (name, data) for one chat event; `id` and `model` are what the client sees.
+pub fn sse_event(event: &TurnEvent, id: &str, model: &str) -> Option<(&'static str, Value)> {
+    Some(match event {
+        TurnEvent::MessageStart { usage, .. } => (
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": null, "stop_sequence": null, "usage": usage_json(usage),
+            }}),
+        ),
+        TurnEvent::BlockStart { index, block } => (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block_start_json(block)}),
+        ),
+        TurnEvent::BlockDelta { index, delta } => (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index, "delta": delta_json(delta)?}),
+        ),
+        TurnEvent::BlockStop { index } => (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ),
+        TurnEvent::MessageDelta {
+            stop_reason,
+            stop_sequence,
+            usage,
+        } => (
+            "message_delta",
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": stop_reason.as_ref().map(|r| r.as_str()), "stop_sequence": stop_sequence},
+                   "usage": usage_json(usage)}),
+        ),
+        TurnEvent::MessageStop => ("message_stop", json!({"type": "message_stop"})),
+    })
+}
+
+/// Builds the non-streaming `message` object from a whole chat.
+#[derive(Default)]
+pub struct MessageBuilder {
+    blocks: Vec<Map<String, Value>>,
+}
+
+impl MessageBuilder {
+    pub fn push(&mut self, item: &ChatItem) {
+        let ChatItem::Event(event) = item else { return };
+        match event {
+            TurnEvent::BlockStart { index, block } => {
+                let i = *index as usize;
+                if self.blocks.len() <= i {
+                    self.blocks.resize_with(i + 1, Map::new);
+                }
+                if let Value::Object(map) = block_start_json(block) {
+                    self.blocks[i] = map;
+                }
+            }
+            TurnEvent::BlockDelta { index, delta } => {
+                let Some(block) = self.blocks.get_mut(*index as usize) else {
+                    return;
+                };
+                let (key, piece) = match delta {
+                    BlockDelta::Text(t) => ("text", t),
+                    BlockDelta::Thinking(t) => ("thinking", t),
+                    BlockDelta::Signature(s) => ("signature", s),
+                    BlockDelta::InputJson(_) | BlockDelta::Other(_) => return,
+                };
+                let current = block.get(key).and_then(Value::as_str).unwrap_or_default();
+                let joined = format!("{current}{piece}");
+                block.insert(key.to_string(), Value::String(joined));
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(self, end: &ChatEnd, id: &str, model: &str) -> Value {
+        let content: Vec<Value> = self
+            .blocks
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .map(Value::Object)
+            .collect();
+        json!({
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": end.stop_reason.as_ref().map(|r| r.as_str()),
+            "stop_sequence": end.stop_sequence,
+            "usage": usage_json(&end.usage),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::StopReason;
+
+    fn request(body: Value) -> Result<ChatRequest, AnthropicError> {
+        let parsed: MessagesRequest = parse(body.to_string().as_bytes())?;
+        to_chat(parsed, OwnerKey::anonymous())
+    }
+
+    fn check_invalid(body: Value, mentions: &str) {
+        let err = request(body.clone()).expect_err(&body.to_string());
+        assert_eq!(err.status.as_u16(), 400, "{body}");
+        assert_eq!(err.kind, "invalid_request_error");
+        assert!(
+            err.message.contains(mentions),
+            "{body}: {} does not mention {mentions}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_full_request_translates_field_by_field() {
+        let chat = request(json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true,
+            "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+            "stop_sequences": ["END"], "temperature": 0.2, "top_k": 5, "metadata": {"user_id": "u"},
+            "thinking": {"type": "enabled", "budget_tokens": 1024}, "some_future_field": 1,
+            "messages": [
+                {"role": "user", "content": "one"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}, {"type": "text", "text": "two"}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "three", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                ]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            chat.profile.system_prompt.as_deref(),
+            Some("Be brief.\n\nBe kind.")
+        );
+        assert_eq!(chat.profile.max_output_tokens, Some(256));
+        assert_eq!(chat.turn.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(chat.stop_sequences, vec!["END"]);
+        assert!(chat.include_thinking);
+        assert_eq!(
+            chat.turn.history,
+            vec![
+                HistoryMessage {
+                    role: Role::User,
+                    content: vec![ContentBlock::Text("one".into())]
+                },
+                HistoryMessage {
+                    role: Role::Assistant,
+                    content: vec![ContentBlock::Text("two".into())]
+                },
+            ]
+        );
+        assert_eq!(
+            chat.turn.content,
+            vec![
+                ContentBlock::Text("three".into()),
+                ContentBlock::Image {
+                    media_type: "image/png".into(),
+                    data: "AAAA".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn the_cli_default_output_limit_keeps_the_default_profile() {
+        let chat = request(json!({"model": "m", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+        assert_eq!(chat.profile, LaunchProfile::default());
+        assert!(!chat.include_thinking);
+        assert!(chat.turn.history.is_empty());
+    }
+
+    #[test]
+    fn bad_requests_are_refused_by_name() {
+        let ok = |extra: Value| {
+            let mut base = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                base[k] = v.clone();
+            }
+            base
+        };
+        check_invalid(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            "max_tokens",
+        );
+        check_invalid(ok(json!({"max_tokens": "ten"})), "max_tokens");
+        check_invalid(ok(json!({"max_tokens": 0})), "max_tokens");
+        check_invalid(ok(json!({"messages": []})), "messages");
+        check_invalid(ok(json!({"messages": "hi"})), "messages");
+        check_invalid(
+            ok(json!({"messages": [{"role": "system", "content": "x"}]})),
+            "messages.0.role",
+        );
+        check_invalid(
+            ok(json!({"messages": [{"role": "user", "content": ""}]})),
+            "messages.0.content",
+        );
+        check_invalid(
+            ok(json!({"messages": [{"role": "user", "content": []}]})),
+            "messages.0.content",
+        );
+        check_invalid(
+            ok(json!({"messages": [{"role": "user", "content": 5}]})),
+            "messages.0.content",
+        );
+        check_invalid(
+            ok(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]})),
+            "messages.0.content.0.text",
+        );
+        check_invalid(
+            ok(json!({"messages": [{"role": "user", "content": [{"type": "document"}]}]})),
+            "messages.0.content.0.type",
+        );
+        check_invalid(
+            ok(
+                json!({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+            ),
+            "last message",
+        );
+        check_invalid(
+            ok(json!({"tools": [{"name": "t", "input_schema": {}}]})),
+            "tools",
+        );
+        check_invalid(ok(json!({"tool_choice": {"type": "any"}})), "tool_choice");
+        check_invalid(ok(json!({"system": 5})), "system");
+        check_invalid(ok(json!({"stop_sequences": [""]})), "stop_sequences");
+        check_invalid(ok(json!({"model": 3})), "model");
+        check_invalid(
+            ok(
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}]}),
+            ),
+            "source.type",
+        );
+        check_invalid(
+            ok(
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]}]}),
+            ),
+            "tool_result",
+        );
+        let not_json = parse::<MessagesRequest>(b"{not json").unwrap_err();
+        assert!(not_json.message.contains("not valid JSON"));
+        let not_object = parse::<MessagesRequest>(b"[1,2]").unwrap_err();
+        assert!(not_object.message.contains("object"));
+        // Empty tools and tool_choice auto are harmless and accepted.
+        assert!(request(ok(json!({"tools": [], "tool_choice": {"type": "auto"}}))).is_ok());
+    }
+
+    #[test]
+    fn events_render_in_the_real_shape() {
+        let start = TurnEvent::MessageStart {
+            id: "up".into(),
+            model: "x".into(),
+            usage: Usage {
+                input_tokens: 7,
+                output_tokens: 1,
+                ..Usage::default()
+            },
+        };
+        let (name, data) = sse_event(&start, "msg_1", "claude-asked").unwrap();
+        assert_eq!(name, "message_start");
+        assert_eq!(data["message"]["id"], "msg_1");
+        assert_eq!(data["message"]["model"], "claude-asked");
+        assert_eq!(data["message"]["usage"]["input_tokens"], 7);
+        assert_eq!(data["message"]["content"], json!([]));
+        let delta = TurnEvent::BlockDelta {
+            index: 1,
+            delta: BlockDelta::Text("hi".into()),
+        };
+        assert_eq!(
+            sse_event(&delta, "m", "m").unwrap().1,
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "hi"}})
+        );
+        let end = TurnEvent::MessageDelta {
+            stop_reason: Some(StopReason::MaxTokens),
+            stop_sequence: None,
+            usage: Usage {
+                output_tokens: 3,
+                ..Usage::default()
+            },
+        };
+        let (name, data) = sse_event(&end, "m", "m").unwrap();
+        assert_eq!(name, "message_delta");
+        assert_eq!(data["delta"]["stop_reason"], "max_tokens");
+        assert_eq!(data["usage"]["output_tokens"], 3);
+    }
+
+    #[test]
+    fn a_message_is_assembled_from_events() {
+        let mut b = MessageBuilder::default();
+        for e in [
+            TurnEvent::BlockStart {
+                index: 0,
+                block: BlockKind::Thinking,
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::Thinking("hm".into()),
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::Signature("sig".into()),
+            },
+            TurnEvent::BlockStart {
+                index: 1,
+                block: BlockKind::Text,
+            },
+            TurnEvent::BlockDelta {
+                index: 1,
+                delta: BlockDelta::Text("Hel".into()),
+            },
+            TurnEvent::BlockDelta {
+                index: 1,
+                delta: BlockDelta::Text("lo".into()),
+            },
+        ] {
+            b.push(&ChatItem::Event(e));
+        }
+        let end = ChatEnd {
+            stop_reason: Some(StopReason::EndTurn),
+            stop_sequence: None,
+            usage: Usage {
+                input_tokens: 5,
+                output_tokens: 2,
+                ..Usage::default()
+            },
+            failure: None,
+        };
+        let m = b.finish(&end, "msg_1", "claude-x");
+        assert_eq!(
+            m["content"],
+            json!([{"type": "thinking", "thinking": "hm", "signature": "sig"}, {"type": "text", "text": "Hello"}])
+        );
+        assert_eq!(m["stop_reason"], "end_turn");
+        assert_eq!(m["stop_sequence"], Value::Null);
+        assert_eq!(m["usage"]["input_tokens"], 5);
+        assert_eq!(m["model"], "claude-x");
+        assert_eq!(m["type"], "message");
+    }
+
+    #[test]
+    fn token_estimates_grow_with_the_text() {
+        let small = estimate_tokens(
+            None,
+            &[MessageParam {
+                role: "user".into(),
+                content: json!("hi"),
+            }],
+        );
+        let large = estimate_tokens(
+            Some(&json!("x".repeat(400))),
+            &[MessageParam {
+                role: "user".into(),
+                content: json!("hi"),
+            }],
+        );
+        assert!(small >= 1 && large >= small + 90, "{small} {large}");
+    }
+}

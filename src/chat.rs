@@ -1,0 +1,579 @@
+//! The business function both API dialects call: serve one chat request on a pooled worker and
+//! turn the worker's turn into exactly what the client asked for. Relays only the first
+//! upstream message (the CLI continues on its own after a `max_tokens` stop: that is cut and
+//! interrupted), enforces stop sequences on the streamed text, and hides thinking blocks the
+//! client did not ask for, keeping block indexes dense. Knows domain types only.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{Stream, StreamExt};
+
+use crate::domain::{
+    BlockDelta, BlockKind, LaunchProfile, OwnerKey, StopReason, TurnEvent, TurnItem, TurnRequest,
+    TurnStatus, Usage,
+};
+use crate::pool::{PoolError, TurnStream, WarmPool};
+
+/// One chat request, translated from either dialect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatRequest {
+    pub owner: OwnerKey,
+    pub profile: LaunchProfile,
+    pub turn: TurnRequest,
+    /// Cut the text at the first of these, and stop.
+    pub stop_sequences: Vec<String>,
+    /// Relay thinking blocks (otherwise they are dropped).
+    pub include_thinking: bool,
+}
+
+/// What a chat stream yields: events of one message, then one `End`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatItem {
+    Event(TurnEvent),
+    End(ChatEnd),
+}
+
+/// How a chat request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatEnd {
+    pub stop_reason: Option<StopReason>,
+    pub stop_sequence: Option<String>,
+    /// This request's tokens: input and cache from the message's start, output from its end.
+    pub usage: Usage,
+    /// Why the request failed, if it did.
+    pub failure: Option<ChatFailure>,
+}
+
+/// Why a chat request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatFailure {
+    /// The upstream API answered with an error.
+    Upstream {
+        status: Option<u16>,
+        kind: Option<String>,
+        message: String,
+    },
+    /// The worker failed (crash, killed container, watchdog).
+    Worker(String),
+}
+
+/// Checks out a worker and starts the request.
+pub async fn start(pool: &WarmPool, request: ChatRequest) -> Result<ChatStream, PoolError> {
+    let lease = pool.checkout(&request.profile, &request.owner).await?;
+    let turn = lease.start_turn(request.turn);
+    Ok(ChatStream::new(
+        turn,
+        request.stop_sequences,
+        request.include_thinking,
+    ))
+}
+
+/// The events of one chat request, shaped for the client.
+pub struct ChatStream {
+    turn: Pin<Box<dyn Stream<Item = TurnItem> + Send>>,
+    interrupt: Box<dyn Fn() + Send>,
+    out: VecDeque<ChatItem>,
+    stops: StopScanner,
+    include_thinking: bool,
+    /// Upstream block index → client block index; dropped blocks are absent.
+    indexes: HashMap<u32, u32>,
+    next_index: u32,
+    /// The first upstream message has started / ended.
+    started: bool,
+    finished_message: bool,
+    /// Set when ccpool itself ended the message (stop sequence, `max_tokens` continuation).
+    cut: Option<(StopReason, Option<String>)>,
+    stop_reason: Option<StopReason>,
+    usage: Usage,
+    /// Text deltas relayed, the output-token estimate when a stop sequence cuts the message.
+    deltas: u64,
+    done: bool,
+}
+
+impl ChatStream {
+    pub fn new(turn: TurnStream, stop_sequences: Vec<String>, include_thinking: bool) -> Self {
+        let stop = turn.interrupt_handle();
+        Self::from_parts(
+            Box::pin(turn),
+            Box::new(move || stop.cancel()),
+            stop_sequences,
+            include_thinking,
+        )
+    }
+
+    /// A chat stream over any turn items; `interrupt` asks the worker to stop.
+    pub fn from_parts(
+        turn: Pin<Box<dyn Stream<Item = TurnItem> + Send>>,
+        interrupt: Box<dyn Fn() + Send>,
+        stop_sequences: Vec<String>,
+        include_thinking: bool,
+    ) -> Self {
+        ChatStream {
+            turn,
+            interrupt,
+            out: VecDeque::new(),
+            stops: StopScanner::new(stop_sequences),
+            include_thinking,
+            indexes: HashMap::new(),
+            next_index: 0,
+            started: false,
+            finished_message: false,
+            cut: None,
+            stop_reason: None,
+            usage: Usage::default(),
+            deltas: 0,
+            done: false,
+        }
+    }
+
+    fn relaying(&self) -> bool {
+        !self.finished_message && self.cut.is_none()
+    }
+
+    fn stop_here(&mut self, reason: StopReason, sequence: Option<String>) {
+        self.cut = Some((reason, sequence));
+        (self.interrupt)();
+    }
+
+    fn on_event(&mut self, event: TurnEvent) {
+        match event {
+            TurnEvent::MessageStart { id, model, usage } => {
+                if self.started {
+                    // The CLI went on with a second upstream request of its own.
+                    if self.cut.is_none() {
+                        self.stop_here(
+                            self.stop_reason.clone().unwrap_or(StopReason::EndTurn),
+                            None,
+                        );
+                    }
+                    return;
+                }
+                self.started = true;
+                self.usage = usage;
+                self.out.push_back(ChatItem::Event(TurnEvent::MessageStart {
+                    id,
+                    model,
+                    usage,
+                }));
+            }
+            TurnEvent::BlockStart { index, block } if self.relaying() => {
+                let hidden = matches!(
+                    block,
+                    BlockKind::Thinking | BlockKind::RedactedThinking { .. }
+                );
+                if hidden && !self.include_thinking {
+                    return;
+                }
+                let mapped = self.next_index;
+                self.next_index += 1;
+                self.indexes.insert(index, mapped);
+                self.out.push_back(ChatItem::Event(TurnEvent::BlockStart {
+                    index: mapped,
+                    block,
+                }));
+            }
+            TurnEvent::BlockDelta { index, delta } if self.relaying() => {
+                let Some(&mapped) = self.indexes.get(&index) else {
+                    return;
+                };
+                match delta {
+                    BlockDelta::Text(text) => {
+                        let (emit, hit) = self.stops.push(index, &text);
+                        self.emit_text(mapped, emit);
+                        if let Some(sequence) = hit {
+                            self.out
+                                .push_back(ChatItem::Event(TurnEvent::BlockStop { index: mapped }));
+                            let usage = Usage {
+                                output_tokens: self.deltas,
+                                ..self.usage
+                            };
+                            self.usage = usage;
+                            self.out.push_back(ChatItem::Event(TurnEvent::MessageDelta {
+                                stop_reason: Some(StopReason::StopSequence),
+                                stop_sequence: Some(sequence.clone()),
+                                usage,
+                            }));
+                            self.out.push_back(ChatItem::Event(TurnEvent::MessageStop));
+                            self.stop_here(StopReason::StopSequence, Some(sequence));
+                        }
+                    }
+                    delta => self.out.push_back(ChatItem::Event(TurnEvent::BlockDelta {
+                        index: mapped,
+                        delta,
+                    })),
+                }
+            }
+            TurnEvent::BlockStop { index } if self.relaying() => {
+                let Some(&mapped) = self.indexes.get(&index) else {
+                    return;
+                };
+                let rest = self.stops.flush(index);
+                self.emit_text(mapped, rest);
+                self.out
+                    .push_back(ChatItem::Event(TurnEvent::BlockStop { index: mapped }));
+            }
+            TurnEvent::MessageDelta {
+                stop_reason,
+                stop_sequence,
+                usage,
+            } if self.relaying() => {
+                self.stop_reason = stop_reason.clone();
+                self.usage.output_tokens = usage.output_tokens;
+                let usage = self.usage;
+                self.out.push_back(ChatItem::Event(TurnEvent::MessageDelta {
+                    stop_reason,
+                    stop_sequence,
+                    usage,
+                }));
+            }
+            TurnEvent::MessageStop if self.relaying() => {
+                self.finished_message = true;
+                self.out.push_back(ChatItem::Event(TurnEvent::MessageStop));
+                if self.stop_reason == Some(StopReason::MaxTokens) {
+                    // Without this the CLI asks the model to go on past the limit.
+                    self.stop_here(StopReason::MaxTokens, None);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn emit_text(&mut self, index: u32, text: String) {
+        if !text.is_empty() {
+            self.deltas += 1;
+            self.out.push_back(ChatItem::Event(TurnEvent::BlockDelta {
+                index,
+                delta: BlockDelta::Text(text),
+            }));
+        }
+    }
+
+    fn on_finished(
+        &mut self,
+        status: TurnStatus,
+        outcome_usage: Usage,
+        outcome_stop: Option<StopReason>,
+    ) {
+        let usage = if self.started {
+            self.usage
+        } else {
+            outcome_usage
+        };
+        let end = match (self.cut.take(), status) {
+            (Some((reason, sequence)), _) => ChatEnd {
+                stop_reason: Some(reason),
+                stop_sequence: sequence,
+                usage,
+                failure: None,
+            },
+            (None, TurnStatus::Completed) => ChatEnd {
+                stop_reason: self.stop_reason.clone().or(outcome_stop),
+                stop_sequence: None,
+                usage,
+                failure: None,
+            },
+            (
+                None,
+                TurnStatus::UpstreamError {
+                    status,
+                    kind,
+                    message,
+                },
+            ) => ChatEnd {
+                stop_reason: None,
+                stop_sequence: None,
+                usage,
+                failure: Some(ChatFailure::Upstream {
+                    status,
+                    kind,
+                    message,
+                }),
+            },
+            (None, TurnStatus::Interrupted) => ChatEnd {
+                stop_reason: None,
+                stop_sequence: None,
+                usage,
+                failure: Some(ChatFailure::Worker("the request was interrupted".into())),
+            },
+            (None, TurnStatus::WorkerFailed(why)) => ChatEnd {
+                stop_reason: None,
+                stop_sequence: None,
+                usage,
+                failure: Some(ChatFailure::Worker(why)),
+            },
+        };
+        self.out.push_back(ChatItem::End(end));
+        self.done = true;
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = ChatItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChatItem>> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.turn.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(TurnItem::Event(event))) => self.on_event(event),
+                Poll::Ready(Some(TurnItem::Finished(outcome))) => {
+                    self.on_finished(outcome.status, outcome.usage, outcome.stop_reason)
+                }
+                Poll::Ready(None) => self.on_finished(
+                    TurnStatus::WorkerFailed("the turn ended without an outcome".into()),
+                    Usage::default(),
+                    None,
+                ),
+            }
+        }
+    }
+}
+
+/// Finds stop sequences in streamed text, holding back only what could still become one.
+struct StopScanner {
+    sequences: Vec<String>,
+    /// Held-back text per upstream block.
+    pending: HashMap<u32, String>,
+}
+
+impl StopScanner {
+    fn new(sequences: Vec<String>) -> Self {
+        let sequences = sequences.into_iter().filter(|s| !s.is_empty()).collect();
+        StopScanner {
+            sequences,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Adds text to a block; returns what can be sent now and the stop sequence hit, if any.
+    fn push(&mut self, block: u32, text: &str) -> (String, Option<String>) {
+        if self.sequences.is_empty() {
+            return (text.to_string(), None);
+        }
+        let mut buf = self.pending.remove(&block).unwrap_or_default();
+        buf.push_str(text);
+        let hit = self
+            .sequences
+            .iter()
+            .filter_map(|s| buf.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, sequence)) = hit {
+            buf.truncate(at);
+            return (buf, Some(sequence.clone()));
+        }
+        let keep = self
+            .sequences
+            .iter()
+            .map(|s| {
+                s.char_indices()
+                    .map(|(i, _)| i)
+                    .skip(1)
+                    .filter(|&k| buf.ends_with(&s[..k]))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        let held = buf.split_off(buf.len() - keep);
+        if !held.is_empty() {
+            self.pending.insert(block, held);
+        }
+        (buf, None)
+    }
+
+    /// The held-back text of a block that ends.
+    fn flush(&mut self, block: u32) -> String {
+        self.pending.remove(&block).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::CliEvent;
+    use crate::domain::TurnOutcome;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The turn items the worker layer yields for a recorded CLI transcript.
+    fn recorded(name: &str) -> Vec<TurnItem> {
+        let path = format!("{}/tests/fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut items = Vec::new();
+        for line in text.lines() {
+            match CliEvent::parse(line).unwrap() {
+                CliEvent::Stream(s) => items.extend(s.to_turn_event().map(TurnItem::Event)),
+                CliEvent::Result(r) => {
+                    items.push(TurnItem::Finished(r.outcome()));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        items
+    }
+
+    fn run(items: Vec<TurnItem>, stops: &[&str], thinking: bool) -> (Vec<ChatItem>, usize) {
+        let interrupts = Arc::new(AtomicUsize::new(0));
+        let counter = interrupts.clone();
+        let stream = ChatStream::from_parts(
+            Box::pin(futures::stream::iter(items)),
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+            stops.iter().map(|s| s.to_string()).collect(),
+            thinking,
+        );
+        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
+        (out, interrupts.load(Ordering::SeqCst))
+    }
+
+    fn text(items: &[ChatItem]) -> String {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                ChatItem::Event(TurnEvent::BlockDelta {
+                    delta: BlockDelta::Text(t),
+                    ..
+                }) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn end(items: &[ChatItem]) -> &ChatEnd {
+        match items.last() {
+            Some(ChatItem::End(e)) => e,
+            other => panic!("no end: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_turn_passes_through_with_its_usage() {
+        let (items, interrupts) = run(recorded("text_partial"), &[], false);
+        assert_eq!(text(&items), "Echo: Say hello");
+        let end = end(&items);
+        assert_eq!(end.stop_reason, Some(StopReason::EndTurn));
+        assert_eq!(end.failure, None);
+        assert_eq!((end.usage.input_tokens, end.usage.output_tokens), (12, 9));
+        assert_eq!(interrupts, 0);
+    }
+
+    #[test]
+    fn max_tokens_ends_at_the_first_stop_and_interrupts_the_continuation() {
+        let (items, interrupts) = run(recorded("max_tokens_partial"), &[], false);
+        let starts = items
+            .iter()
+            .filter(|i| matches!(i, ChatItem::Event(TurnEvent::MessageStart { .. })))
+            .count();
+        assert_eq!(starts, 1, "only the first upstream message is relayed");
+        assert_eq!(end(&items).stop_reason, Some(StopReason::MaxTokens));
+        assert_eq!(end(&items).failure, None);
+        assert!(interrupts >= 1);
+        let stops = items
+            .iter()
+            .filter(|i| matches!(i, ChatItem::Event(TurnEvent::MessageStop)))
+            .count();
+        assert_eq!(stops, 1);
+    }
+
+    #[test]
+    fn a_stop_sequence_cuts_the_text_even_across_deltas() {
+        // text_partial streams "Echo: ", "Say ", "hello": "y he" spans two deltas.
+        let (items, interrupts) = run(recorded("text_partial"), &["y he"], false);
+        assert_eq!(text(&items), "Echo: Sa");
+        let end = end(&items);
+        assert_eq!(end.stop_reason, Some(StopReason::StopSequence));
+        assert_eq!(end.stop_sequence.as_deref(), Some("y he"));
+        assert_eq!(interrupts, 1);
+        let tail: Vec<&ChatItem> = items.iter().rev().skip(1).take(3).collect();
+        assert!(matches!(tail[0], ChatItem::Event(TurnEvent::MessageStop)));
+        assert!(matches!(
+            tail[1],
+            ChatItem::Event(TurnEvent::MessageDelta {
+                stop_reason: Some(StopReason::StopSequence),
+                ..
+            })
+        ));
+        assert!(matches!(
+            tail[2],
+            ChatItem::Event(TurnEvent::BlockStop { .. })
+        ));
+    }
+
+    #[test]
+    fn held_back_text_that_is_not_a_stop_sequence_is_released() {
+        let (items, interrupts) = run(recorded("text_partial"), &["Sayonara"], false);
+        assert_eq!(text(&items), "Echo: Say hello");
+        assert_eq!(end(&items).stop_reason, Some(StopReason::EndTurn));
+        assert_eq!(interrupts, 0);
+    }
+
+    #[test]
+    fn thinking_is_hidden_unless_asked_for_and_indexes_stay_dense() {
+        let (hidden, _) = run(recorded("thinking_partial"), &[], false);
+        let starts: Vec<(u32, BlockKind)> = hidden
+            .iter()
+            .filter_map(|i| match i {
+                ChatItem::Event(TurnEvent::BlockStart { index, block }) => {
+                    Some((*index, block.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, vec![(0, BlockKind::Text)]);
+        assert!(hidden.iter().all(
+            |i| !matches!(i, ChatItem::Event(TurnEvent::BlockDelta { index, .. }) if *index != 0)
+        ));
+
+        let (shown, _) = run(recorded("thinking_partial"), &[], true);
+        let kinds: Vec<BlockKind> = shown
+            .iter()
+            .filter_map(|i| match i {
+                ChatItem::Event(TurnEvent::BlockStart { block, .. }) => Some(block.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, vec![BlockKind::Thinking, BlockKind::Text]);
+    }
+
+    #[test]
+    fn upstream_errors_and_worker_failures_end_as_failures() {
+        let (items, _) = run(recorded("upstream_error_529"), &[], false);
+        assert!(matches!(
+            &end(&items).failure,
+            Some(ChatFailure::Upstream {
+                status: Some(529),
+                ..
+            })
+        ));
+        let (items, _) = run(
+            vec![TurnItem::Finished(TurnOutcome::failed("container died"))],
+            &[],
+            false,
+        );
+        assert_eq!(
+            end(&items).failure,
+            Some(ChatFailure::Worker("container died".into()))
+        );
+        let (items, _) = run(Vec::new(), &[], false);
+        assert!(matches!(end(&items).failure, Some(ChatFailure::Worker(_))));
+    }
+
+    #[test]
+    fn the_scanner_holds_back_only_possible_prefixes() {
+        let mut s = StopScanner::new(vec!["END".into(), "é!".into()]);
+        assert_eq!(s.push(0, "abcE"), ("abc".to_string(), None));
+        assert_eq!(s.push(0, "Nx"), ("ENx".to_string(), None));
+        assert_eq!(s.push(0, "café"), ("caf".to_string(), None));
+        assert_eq!(s.push(0, "!tail"), (String::new(), Some("é!".to_string())));
+        assert_eq!(s.flush(0), "");
+    }
+}
