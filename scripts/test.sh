@@ -20,6 +20,12 @@ docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}'
 step "images (offline build)"
 bash images/build.sh
 
+step "official SDKs for the end-to-end tests"
+venv=${CCPOOL_BUILD_CACHE:-$HOME/.cache/ccpool-build}/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check anthropic==2.12.0 openai==3.54.0
+export CCPOOL_TEST_PYTHON=$venv/bin/python
+
 step "compose file"
 if command -v docker-compose >/dev/null 2>&1; then
     docker-compose -f compose.yaml config -q

@@ -63,6 +63,9 @@ pub struct RuntimeArgs {
     /// `ANTHROPIC_BASE_URL` for the workers' CLI.
     #[arg(long, env = "CCPOOL_UPSTREAM_URL")]
     pub upstream_url: Option<String>,
+    /// The model workers start with; requests for it need no model switch.
+    #[arg(long, env = "CCPOOL_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
     /// Upstream retries the CLI makes before reporting an error.
     #[arg(long, env = "CCPOOL_CLI_MAX_RETRIES", default_value_t = 0)]
     pub cli_max_retries: u32,
@@ -148,6 +151,7 @@ impl RuntimeArgs {
             },
             cli: CliSettings {
                 base_url: self.upstream_url.clone(),
+                model: self.default_model.clone(),
                 max_retries: self.cli_max_retries,
                 stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_secs),
                 ..CliSettings::default()

@@ -96,7 +96,7 @@ pub struct Worker {
     stdin: Pin<Box<dyn AsyncWrite + Send>>,
     events: CliEvents,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
-    /// The model last set with `set_model`; `None` is the CLI's default.
+    /// The model the CLI uses now (launch flag or last `set_model`); `None` is its default.
     model: Option<String>,
     /// The models the CLI offered in its `initialize` answer.
     models: Vec<String>,
@@ -187,7 +187,7 @@ impl Worker {
             stdin,
             events,
             stderr_tail,
-            model: None,
+            model: settings.cli.model.clone(),
             models: Vec::new(),
             uses: 0,
             created: Instant::now(),
@@ -248,7 +248,7 @@ impl Worker {
         .inspect_err(|e| self.mark_broken(format!("relaunching the CLI: {e}")))?;
         self.stdin = stdin;
         self.events = events;
-        self.model = None;
+        self.model = settings.cli.model.clone();
         self.control(ControlRequest::Initialize, settings.start_timeout)
             .await?;
         Ok(())

@@ -12,6 +12,10 @@ pub struct CliSettings {
     pub program: String,
     /// `ANTHROPIC_BASE_URL` for the CLI, when the upstream is not the default.
     pub base_url: Option<String>,
+    /// The model every CLI starts with (`--model`); `None` is the CLI's own default. A request
+    /// for another model switches with `set_model`, which costs the CLI a validation request
+    /// and leaves a `/model` note in the conversation, so set this to the model most clients use.
+    pub model: Option<String>,
     /// Upstream retries the CLI makes before reporting an error (`CLAUDE_CODE_MAX_RETRIES`).
     pub max_retries: u32,
     /// How long an upstream byte stream may stay silent before the CLI gives up on it
@@ -24,6 +28,7 @@ impl Default for CliSettings {
         CliSettings {
             program: "claude".to_string(),
             base_url: None,
+            model: None,
             max_retries: 0,
             stream_idle_timeout: Duration::from_secs(30),
         }
@@ -52,6 +57,10 @@ pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> 
     } else {
         argv.push("--tools".to_string());
         argv.push(String::new());
+    }
+    if let Some(model) = &settings.model {
+        argv.push("--model".to_string());
+        argv.push(model.clone());
     }
     if let Some(prompt) = &profile.system_prompt {
         argv.push("--system-prompt".to_string());
@@ -133,8 +142,14 @@ mod tests {
 
         let settings = CliSettings {
             base_url: Some("http://127.0.0.1:9".into()),
+            model: Some("claude-sonnet-4-5".into()),
             ..CliSettings::default()
         };
+        let argv = cli_argv(&settings, &profile);
+        assert_eq!(
+            argv[argv.iter().position(|a| a == "--model").unwrap() + 1],
+            "claude-sonnet-4-5"
+        );
         let env = cli_env(&settings, &profile, &Credentials::OAuthToken("tok".into()));
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("CLAUDE_CODE_MAX_OUTPUT_TOKENS"), Some("64"));

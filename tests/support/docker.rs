@@ -46,6 +46,7 @@ pub fn settings(upstream: &str, credentials: Credentials) -> WorkerSettings {
     s.sandbox.image = worker_image();
     s.sandbox.network = "host".to_string();
     s.cli.base_url = Some(upstream.to_string());
+    s.cli.model = Some("claude-sonnet-4-5".to_string());
     s.cli.stream_idle_timeout = Duration::from_secs(3);
     s
 }

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Shared set-up of the integration tests: the mock upstream and real-Docker helpers.
 
+pub mod api;
 pub mod docker;
 pub mod mock_upstream;
 

@@ -1,0 +1,79 @@
+//! Serves `ccpool::server::app` on 127.0.0.1 for end-to-end tests, and runs the official SDKs.
+
+use std::time::Duration;
+
+use ccpool::pool::WarmPool;
+use ccpool::server::{ApiSettings, AppState, app};
+use tokio_util::sync::CancellationToken;
+
+/// A running ccpool HTTP server; `stop` ends it.
+pub struct Server {
+    pub base_url: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(pool: &WarmPool) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let state = AppState {
+            pool: pool.clone(),
+            api: ApiSettings {
+                ping_interval: Duration::from_secs(2),
+                ..ApiSettings::default()
+            },
+        };
+        let shutdown = stop.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Server {
+            base_url,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// The Python that has the official SDKs (set up by scripts/test.sh); fails loudly without.
+pub fn sdk_python() -> String {
+    let python = std::env::var("CCPOOL_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let check = std::process::Command::new(&python)
+        .args(["-c", "import anthropic, openai"])
+        .output();
+    assert!(
+        matches!(&check, Ok(o) if o.status.success()),
+        "{python} lacks the anthropic/openai SDKs: run scripts/test.sh, or set CCPOOL_TEST_PYTHON"
+    );
+    python
+}
+
+/// Runs a Python script from tests/sdk with arguments; returns its stdout parsed as JSON.
+pub async fn run_sdk_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let python = sdk_python();
+    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(python)
+        .arg(path)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
