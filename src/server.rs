@@ -45,6 +45,42 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A request body was larger than the limit.
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    pub limit: usize,
+}
+
+/// Reads a request body of at most `limit` bytes. A larger body is still read to its end
+/// (up to eight times the limit) and discarded, so the client, which may still be sending,
+/// receives the 413 instead of a broken connection.
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyTooLarge> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut collected = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > limit.saturating_mul(8) {
+            break;
+        }
+        if seen <= limit {
+            collected.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(BodyTooLarge { limit });
+    }
+    Ok(collected.into())
+}
+
 /// The owner of a request: the client's API key, hashed (so it never sits in memory as a
 /// label), or anonymous. Workers never serve two owners.
 pub fn owner_of(headers: &HeaderMap) -> OwnerKey {

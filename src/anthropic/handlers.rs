@@ -27,11 +27,14 @@ pub fn routes() -> Router<AppState> {
 
 /// Reads the body within the configured limit.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, AnthropicError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+    crate::server::read_body(body, limit).await.map_err(|e| {
         AnthropicError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
-            format!("the request body exceeds ccpool's limit of {limit} bytes"),
+            format!(
+                "the request body exceeds ccpool's limit of {} bytes",
+                e.limit
+            ),
         )
     })
 }
