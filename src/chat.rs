@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 
 use crate::domain::{
-    BlockDelta, BlockKind, LaunchProfile, OwnerKey, StopReason, TurnEvent, TurnItem, TurnRequest,
-    TurnStatus, Usage,
+    BlockDelta, BlockKind, LaunchProfile, OwnerKey, StopReason, TurnEvent, TurnItem, TurnOutcome,
+    TurnRequest, TurnStatus, Usage,
 };
 use crate::pool::{PoolError, TurnStream, WarmPool};
 
@@ -26,6 +26,10 @@ pub struct ChatRequest {
     pub stop_sequences: Vec<String>,
     /// Relay thinking blocks (otherwise they are dropped).
     pub include_thinking: bool,
+    /// The profile has a JSON schema: the answer is the validated object, which comes at the
+    /// end (`ChatEnd::structured_output`); no block is relayed, and the CLI's second upstream
+    /// turn is part of the request.
+    pub structured: bool,
 }
 
 /// What a chat stream yields: events of one message, then one `End`.
@@ -44,6 +48,8 @@ pub struct ChatEnd {
     pub usage: Usage,
     /// Why the request failed, if it did.
     pub failure: Option<ChatFailure>,
+    /// With a JSON schema: the validated object, as JSON text.
+    pub structured_output: Option<String>,
 }
 
 /// Why a chat request failed.
@@ -63,11 +69,9 @@ pub enum ChatFailure {
 pub async fn start(pool: &WarmPool, request: ChatRequest) -> Result<ChatStream, PoolError> {
     let lease = pool.checkout(&request.profile, &request.owner).await?;
     let turn = lease.start_turn(request.turn);
-    Ok(ChatStream::new(
-        turn,
-        request.stop_sequences,
-        request.include_thinking,
-    ))
+    let mut stream = ChatStream::new(turn, request.stop_sequences, request.include_thinking);
+    stream.structured = request.structured;
+    Ok(stream)
 }
 
 /// The events of one chat request, shaped for the client.
@@ -89,6 +93,7 @@ pub struct ChatStream {
     usage: Usage,
     /// Text deltas relayed, the output-token estimate when a stop sequence cuts the message.
     deltas: u64,
+    structured: bool,
     done: bool,
 }
 
@@ -124,6 +129,7 @@ impl ChatStream {
             stop_reason: None,
             usage: Usage::default(),
             deltas: 0,
+            structured: false,
             done: false,
         }
     }
@@ -138,6 +144,16 @@ impl ChatStream {
     }
 
     fn on_event(&mut self, event: TurnEvent) {
+        if self.structured {
+            // The object arrives with the result; the tool call that carries it is not text.
+            if let TurnEvent::MessageStart { usage, .. } = event {
+                if !self.started {
+                    self.started = true;
+                    self.usage = usage;
+                }
+            }
+            return;
+        }
         match event {
             TurnEvent::MessageStart { id, model, usage } => {
                 if self.started {
@@ -250,30 +266,39 @@ impl ChatStream {
         }
     }
 
-    fn on_finished(
-        &mut self,
-        status: TurnStatus,
-        outcome_usage: Usage,
-        outcome_stop: Option<StopReason>,
-    ) {
-        let usage = if self.started {
+    fn on_finished(&mut self, outcome: TurnOutcome) {
+        // A structured answer spans several upstream turns: the CLI's totals for the turn count.
+        let usage = if self.started && !self.structured {
             self.usage
         } else {
-            outcome_usage
+            outcome.usage
         };
-        let end = match (self.cut.take(), status) {
-            (Some((reason, sequence)), _) => ChatEnd {
-                stop_reason: Some(reason),
-                stop_sequence: sequence,
-                usage,
-                failure: None,
+        let mut end = ChatEnd {
+            stop_reason: None,
+            stop_sequence: None,
+            usage,
+            failure: None,
+            structured_output: None,
+        };
+        match (self.cut.take(), outcome.status) {
+            (Some((reason, sequence)), _) => {
+                end.stop_reason = Some(reason);
+                end.stop_sequence = sequence;
+            }
+            (None, TurnStatus::Completed) if self.structured => match outcome.structured_output {
+                Some(object) => {
+                    end.stop_reason = Some(StopReason::EndTurn);
+                    end.structured_output = Some(object);
+                }
+                None => {
+                    end.failure = Some(ChatFailure::Worker(
+                        "the CLI returned no structured output".into(),
+                    ))
+                }
             },
-            (None, TurnStatus::Completed) => ChatEnd {
-                stop_reason: self.stop_reason.clone().or(outcome_stop),
-                stop_sequence: None,
-                usage,
-                failure: None,
-            },
+            (None, TurnStatus::Completed) => {
+                end.stop_reason = self.stop_reason.clone().or(outcome.stop_reason)
+            }
             (
                 None,
                 TurnStatus::UpstreamError {
@@ -281,29 +306,18 @@ impl ChatStream {
                     kind,
                     message,
                 },
-            ) => ChatEnd {
-                stop_reason: None,
-                stop_sequence: None,
-                usage,
-                failure: Some(ChatFailure::Upstream {
+            ) => {
+                end.failure = Some(ChatFailure::Upstream {
                     status,
                     kind,
                     message,
-                }),
-            },
-            (None, TurnStatus::Interrupted) => ChatEnd {
-                stop_reason: None,
-                stop_sequence: None,
-                usage,
-                failure: Some(ChatFailure::Worker("the request was interrupted".into())),
-            },
-            (None, TurnStatus::WorkerFailed(why)) => ChatEnd {
-                stop_reason: None,
-                stop_sequence: None,
-                usage,
-                failure: Some(ChatFailure::Worker(why)),
-            },
-        };
+                })
+            }
+            (None, TurnStatus::Interrupted) => {
+                end.failure = Some(ChatFailure::Worker("the request was interrupted".into()))
+            }
+            (None, TurnStatus::WorkerFailed(why)) => end.failure = Some(ChatFailure::Worker(why)),
+        }
         self.out.push_back(ChatItem::End(end));
         self.done = true;
     }
@@ -323,14 +337,10 @@ impl Stream for ChatStream {
             match self.turn.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(TurnItem::Event(event))) => self.on_event(event),
-                Poll::Ready(Some(TurnItem::Finished(outcome))) => {
-                    self.on_finished(outcome.status, outcome.usage, outcome.stop_reason)
+                Poll::Ready(Some(TurnItem::Finished(outcome))) => self.on_finished(outcome),
+                Poll::Ready(None) => {
+                    self.on_finished(TurnOutcome::failed("the turn ended without an outcome"))
                 }
-                Poll::Ready(None) => self.on_finished(
-                    TurnStatus::WorkerFailed("the turn ended without an outcome".into()),
-                    Usage::default(),
-                    None,
-                ),
             }
         }
     }
@@ -398,7 +408,6 @@ impl StopScanner {
 mod tests {
     use super::*;
     use crate::cli::CliEvent;
-    use crate::domain::TurnOutcome;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -542,6 +551,24 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec![BlockKind::Thinking, BlockKind::Text]);
+    }
+
+    #[test]
+    fn a_structured_answer_comes_whole_at_the_end() {
+        let items = recorded("json_schema_partial");
+        let mut stream = ChatStream::from_parts(
+            Box::pin(futures::stream::iter(items)),
+            Box::new(|| {}),
+            Vec::new(),
+            false,
+        );
+        stream.structured = true;
+        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
+        assert_eq!(out.len(), 1, "no block is relayed: {out:?}");
+        let end = end(&out);
+        assert_eq!(end.structured_output.as_deref(), Some(r#"{"answer":42}"#));
+        assert_eq!(end.stop_reason, Some(StopReason::EndTurn));
+        assert_eq!(end.failure, None);
     }
 
     #[test]

@@ -191,8 +191,39 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish at shutdown.
     #[arg(long, env = "CCPOOL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// The largest request body accepted, in MiB.
+    #[arg(long, env = "CCPOOL_MAX_BODY_MIB", default_value_t = 10)]
+    pub max_body_mib: usize,
+    /// OpenAI model names mapped to Claude models, as NAME=MODEL (repeatable; in the
+    /// environment, comma-separated).
+    #[arg(long = "model-alias", env = "CCPOOL_MODEL_ALIASES", value_delimiter = ',', value_parser = parse_alias)]
+    pub model_aliases: Vec<(String, String)>,
+    /// Expose the model's thinking as `reasoning_content` in OpenAI answers (never in `content`).
+    #[arg(long, env = "CCPOOL_OPENAI_REASONING_CONTENT")]
+    pub openai_reasoning_content: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+fn parse_alias(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, model)) if !name.trim().is_empty() && !model.trim().is_empty() => {
+            Ok((name.trim().to_string(), model.trim().to_string()))
+        }
+        _ => Err(format!("expected NAME=MODEL, got {s:?}")),
+    }
+}
+
+impl ServeArgs {
+    pub fn api_settings(&self) -> crate::server::ApiSettings {
+        let mut api = crate::server::ApiSettings {
+            max_body_bytes: self.max_body_mib * 1024 * 1024,
+            ..crate::server::ApiSettings::default()
+        };
+        api.openai.model_aliases = self.model_aliases.iter().cloned().collect();
+        api.openai.reasoning_content = self.openai_reasoning_content;
+        api
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +260,33 @@ mod tests {
             let cli = Cli::try_parse_from(&args).unwrap();
             assert!(cli.runtime.validate().is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn serve_flags_build_the_api_settings() {
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Serve::try_parse_from([
+            "ccpool",
+            "--model-alias",
+            "gpt-4o=claude-sonnet-4-5",
+            "--model-alias",
+            "o3=claude-opus-4-1",
+            "--max-body-mib",
+            "2",
+        ])
+        .unwrap();
+        let api = cli.serve.api_settings();
+        assert_eq!(api.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(
+            api.openai.model_aliases.get("o3").map(String::as_str),
+            Some("claude-opus-4-1")
+        );
+        assert_eq!(api.openai.model_aliases.len(), 2);
+        assert!(Serve::try_parse_from(["ccpool", "--model-alias", "broken"]).is_err());
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub struct TurnOutcome {
     pub usage: Usage,
     /// The final text as the CLI reports it.
     pub text: String,
+    /// With a JSON schema: the validated object, as JSON text.
+    pub structured_output: Option<String>,
 }
 
 impl TurnOutcome {
@@ -182,6 +184,7 @@ impl TurnOutcome {
             stop_reason: None,
             usage: Usage::default(),
             text: String::new(),
+            structured_output: None,
         }
     }
 
@@ -195,6 +198,16 @@ impl TurnOutcome {
 pub enum TurnItem {
     Event(TurnEvent),
     Finished(TurnOutcome),
+}
+
+/// A model the CLI offers, from its `initialize` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The full model id (`claude-sonnet-4-5`).
+    pub id: String,
+    /// The CLI's short name for it (`sonnet`, `default`).
+    pub alias: String,
+    pub display_name: String,
 }
 
 /// Who a worker serves. A worker that served one owner never serves another.
@@ -235,6 +248,8 @@ pub struct LaunchProfile {
     pub json_schema: Option<String>,
     /// The output-token limit the CLI asks the upstream for.
     pub max_output_tokens: Option<u32>,
+    /// The CLI's effort level (`--effort`: low, medium, high, xhigh, max).
+    pub effort: Option<String>,
 }
 
 impl LaunchProfile {

@@ -14,6 +14,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::LaunchProfile;
+use crate::pool::{PoolConfig, ReusePolicy, WarmPool};
+use crate::server::{ApiSettings, AppState, app};
+use crate::worker::WorkerSettings;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt;
+
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutput, ExecProcess, ExecSpec, RuntimeError,
 };
@@ -254,9 +262,11 @@ async fn fake_cli(
         if msg["type"] == "control_request" {
             let id = msg["request_id"].clone();
             let response = match msg["request"]["subtype"].as_str() {
-                Some("initialize") => {
-                    json!({"models": [{"value": "default"}, {"value": "claude-fake"}]})
-                }
+                Some("initialize") => json!({"models": [
+                    {"value": "default", "resolvedModel": "claude-fake-1", "displayName": "Default"},
+                    {"value": "fake", "resolvedModel": "claude-fake-1", "displayName": "Fake"},
+                    {"value": "other", "resolvedModel": "claude-other-2", "displayName": "Other"}
+                ]}),
                 _ => json!({}),
             };
             emit(&out, json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": response}})).await;
@@ -373,5 +383,90 @@ async fn fake_cli(
             result("success", &format!("Echo: {text}"), "completed"),
         )
         .await;
+    }
+}
+
+/// ccpool's router on a pool over the fake runtime, for router tests.
+pub struct TestApp {
+    pub fake: FakeRuntime,
+    pub pool: WarmPool,
+    pub state: AppState,
+}
+
+pub async fn harness() -> TestApp {
+    let fake = FakeRuntime::new();
+    let settings = WorkerSettings {
+        instance_id: format!("router-{}", uuid::Uuid::new_v4().simple()),
+        interrupt_grace: Duration::from_millis(500),
+        ..WorkerSettings::default()
+    };
+    let config = PoolConfig {
+        policy: ReusePolicy::Reuse {
+            max_uses: 100,
+            max_age: Duration::from_secs(3600),
+        },
+        max_workers: 4,
+        warm_default: 1,
+        checkout_timeout: Duration::from_secs(5),
+        ..PoolConfig::default()
+    };
+    let pool = WarmPool::start(
+        Arc::new(fake.clone()),
+        settings,
+        config,
+        LaunchProfile::default(),
+    )
+    .await
+    .unwrap();
+    assert!(pool.wait_warm(1, Duration::from_secs(5)).await);
+    let mut api = ApiSettings {
+        max_body_bytes: 1024 * 1024,
+        ..ApiSettings::default()
+    };
+    api.openai
+        .model_aliases
+        .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
+    let state = AppState {
+        pool: pool.clone(),
+        api,
+    };
+    TestApp { fake, pool, state }
+}
+
+impl TestApp {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    pub async fn messages(&self, body: Value) -> (StatusCode, axum::http::HeaderMap, String) {
+        self.post("/v1/messages", body.to_string()).await
+    }
+
+    /// Stdin lines the CLIs received, as JSON.
+    pub fn stdin(&self) -> Vec<Value> {
+        self.fake
+            .container_ids()
+            .iter()
+            .flat_map(|c| self.fake.stdin_of(c))
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        self.pool.shutdown(Duration::from_secs(2)).await;
+        assert!(self.fake.container_ids().is_empty());
     }
 }

@@ -12,7 +12,7 @@ use ccpool::credentials::Credentials;
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
 use ccpool::pool::WarmPool;
-use ccpool::server::{ApiSettings, AppState, app};
+use ccpool::server::{AppState, app};
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         app(AppState {
             pool: pool.clone(),
-            api: ApiSettings::default(),
+            api: args.api_settings(),
         }),
     )
     .with_graceful_shutdown(shutdown_signal())

@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{LaunchProfile, OwnerKey, TurnItem, TurnOutcome, TurnRequest, TurnStatus};
+use crate::domain::{
+    LaunchProfile, ModelInfo, OwnerKey, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+};
 use crate::runtime::{ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, RuntimeError};
 use crate::worker::{Worker, WorkerSettings};
 
@@ -296,6 +298,8 @@ struct PoolInner {
     /// Wakes the filler: a worker was taken, retired or is wanted.
     wake: Arc<Notify>,
     counters: Counters,
+    /// The models the CLI offers, from the latest worker start.
+    models: Mutex<Vec<ModelInfo>>,
     /// How many releases (reset or retirement after a turn) have completed.
     releases: tokio::sync::watch::Sender<u64>,
     /// Owns every task the pool spawns: the filler, the graveyard, turns and releases.
@@ -332,6 +336,7 @@ impl WarmPool {
             graveyard,
             wake: Arc::new(Notify::new()),
             counters: Counters::default(),
+            models: Mutex::new(Vec::new()),
             releases: tokio::sync::watch::Sender::new(0),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -469,6 +474,11 @@ impl WarmPool {
             }
         };
         tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// The models the CLI offers (empty until a worker has started).
+    pub fn models(&self) -> Vec<ModelInfo> {
+        lock(&self.inner.models).clone()
     }
 
     /// Waits until `n` turns have been released (their workers reset and back in their pool,
@@ -807,6 +817,9 @@ async fn start_worker(
             false
         }
         Ok(mut worker) => {
+            if !worker.models().is_empty() {
+                *lock(&inner.models) = worker.models().to_vec();
+            }
             worker.attach(permit, inner.graveyard.clone());
             inner.counters.started.fetch_add(1, Ordering::Relaxed);
             lock(&profile.reservoir).push_back(worker);

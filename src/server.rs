@@ -26,6 +26,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// How often a streaming response sends `ping` while it waits.
     pub ping_interval: Duration,
+    /// Model aliases and the reasoning switch of the OpenAI dialect.
+    pub openai: crate::openai::translate::OpenAiOptions,
 }
 
 impl Default for ApiSettings {
@@ -33,6 +35,7 @@ impl Default for ApiSettings {
         ApiSettings {
             max_body_bytes: 10 * 1024 * 1024,
             ping_interval: Duration::from_secs(10),
+            openai: Default::default(),
         }
     }
 }
@@ -40,6 +43,8 @@ impl Default for ApiSettings {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(crate::anthropic::routes())
+        .merge(crate::openai::routes())
+        .merge(crate::models::routes())
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/status", get(status))
         .with_state(state)

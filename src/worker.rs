@@ -21,7 +21,7 @@ use crate::cli::{
 };
 use crate::credentials::Credentials;
 use crate::domain::{
-    HistoryMessage, LaunchProfile, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+    HistoryMessage, LaunchProfile, ModelInfo, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
 };
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
@@ -99,7 +99,7 @@ pub struct Worker {
     /// The model the CLI uses now (launch flag or last `set_model`); `None` is its default.
     model: Option<String>,
     /// The models the CLI offered in its `initialize` answer.
-    models: Vec<String>,
+    models: Vec<ModelInfo>,
     uses: u32,
     created: Instant,
     /// Why this worker must not serve again, once something went wrong.
@@ -202,7 +202,7 @@ impl Worker {
         let init = worker
             .control(ControlRequest::Initialize, settings.start_timeout)
             .await?;
-        worker.models = model_ids(&init);
+        worker.models = model_infos(&init);
         worker.removed = false;
         tracing::debug!(worker = %worker.id, container = short(container_id), "worker ready");
         Ok(worker)
@@ -276,7 +276,7 @@ impl Worker {
     }
 
     /// The models the CLI listed when it started.
-    pub fn models(&self) -> &[String] {
+    pub fn models(&self) -> &[ModelInfo] {
         &self.models
     }
 
@@ -722,14 +722,25 @@ async fn write_file(
     Ok(())
 }
 
-/// The model ids an `initialize` answer lists.
-fn model_ids(init: &Value) -> Vec<String> {
+/// The models an `initialize` answer lists.
+fn model_infos(init: &Value) -> Vec<ModelInfo> {
+    let text = |m: &Value, k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     init.get("models")
         .and_then(Value::as_array)
         .map(|models| {
             models
                 .iter()
-                .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_string))
+                .map(|m| ModelInfo {
+                    id: text(m, "resolvedModel"),
+                    alias: text(m, "value"),
+                    display_name: text(m, "displayName"),
+                })
+                .filter(|m| !m.id.is_empty())
                 .collect()
         })
         .unwrap_or_default()

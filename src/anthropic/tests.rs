@@ -2,99 +2,13 @@
 //! the recorded output of the real one. Checks both directions: what the CLI is given (argv,
 //! stdin lines, transcript) and what the client gets back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use crate::domain::LaunchProfile;
-use crate::fake::FakeRuntime;
-use crate::pool::{PoolConfig, ReusePolicy, WarmPool};
-use crate::server::{ApiSettings, AppState, app};
-use crate::worker::WorkerSettings;
-
-struct Harness {
-    fake: FakeRuntime,
-    pool: WarmPool,
-    state: AppState,
-}
-
-async fn harness() -> Harness {
-    let fake = FakeRuntime::new();
-    let settings = WorkerSettings {
-        instance_id: format!("router-{}", uuid::Uuid::new_v4().simple()),
-        interrupt_grace: Duration::from_millis(500),
-        ..WorkerSettings::default()
-    };
-    let config = PoolConfig {
-        policy: ReusePolicy::Reuse {
-            max_uses: 100,
-            max_age: Duration::from_secs(3600),
-        },
-        max_workers: 4,
-        warm_default: 1,
-        checkout_timeout: Duration::from_secs(5),
-        ..PoolConfig::default()
-    };
-    let pool = WarmPool::start(
-        Arc::new(fake.clone()),
-        settings,
-        config,
-        LaunchProfile::default(),
-    )
-    .await
-    .unwrap();
-    assert!(pool.wait_warm(1, Duration::from_secs(5)).await);
-    let state = AppState {
-        pool: pool.clone(),
-        api: ApiSettings {
-            max_body_bytes: 1024 * 1024,
-            ..ApiSettings::default()
-        },
-    };
-    Harness { fake, pool, state }
-}
-
-impl Harness {
-    async fn post(
-        &self,
-        path: &str,
-        body: impl Into<Body>,
-    ) -> (StatusCode, axum::http::HeaderMap, String) {
-        let request = Request::post(path)
-            .header("content-type", "application/json")
-            .body(body.into())
-            .unwrap();
-        let response = app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
-    }
-
-    async fn messages(&self, body: Value) -> (StatusCode, axum::http::HeaderMap, String) {
-        self.post("/v1/messages", body.to_string()).await
-    }
-
-    /// Stdin lines the CLIs received, as JSON.
-    fn stdin(&self) -> Vec<Value> {
-        self.fake
-            .container_ids()
-            .iter()
-            .flat_map(|c| self.fake.stdin_of(c))
-            .collect()
-    }
-
-    async fn stop(self) {
-        self.pool.shutdown(Duration::from_secs(2)).await;
-        assert!(self.fake.container_ids().is_empty());
-    }
-}
+use crate::fake::harness;
 
 fn request(prompt: &str) -> Value {
     json!({"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": prompt}]})

@@ -80,6 +80,7 @@ pub fn to_chat(request: MessagesRequest, owner: OwnerKey) -> Result<ChatRequest,
         json_schema: None,
         max_output_tokens: (request.max_tokens != CLI_DEFAULT_MAX_TOKENS)
             .then_some(request.max_tokens),
+        effort: None,
     };
     Ok(ChatRequest {
         owner,
@@ -91,6 +92,7 @@ pub fn to_chat(request: MessagesRequest, owner: OwnerKey) -> Result<ChatRequest,
         },
         stop_sequences,
         include_thinking,
+        structured: false,
     })
 }
 
@@ -646,6 +648,7 @@ mod tests {
                 ..Usage::default()
             },
             failure: None,
+            structured_output: None,
         };
         let m = b.finish(&end, "msg_1", "claude-x");
         assert_eq!(

@@ -66,6 +66,10 @@ pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> 
         argv.push("--system-prompt".to_string());
         argv.push(prompt.clone());
     }
+    if let Some(effort) = &profile.effort {
+        argv.push("--effort".to_string());
+        argv.push(effort.clone());
+    }
     if let Some(schema) = &profile.json_schema {
         argv.push("--json-schema".to_string());
         argv.push(schema.clone());
@@ -132,11 +136,13 @@ mod tests {
             builtin_tools: true,
             json_schema: Some("{\"type\":\"object\"}".into()),
             max_output_tokens: Some(64),
+            effort: Some("high".into()),
         };
         let argv = cli_argv(&CliSettings::default(), &profile);
         let after = |flag: &str| argv[argv.iter().position(|a| a == flag).expect(flag) + 1].clone();
         assert_eq!(after("--system-prompt"), "Be brief.");
         assert_eq!(after("--json-schema"), "{\"type\":\"object\"}");
+        assert_eq!(after("--effort"), "high");
         assert!(argv.iter().any(|a| a == "--dangerously-skip-permissions"));
         assert!(!argv.iter().any(|a| a == "--tools"));
 

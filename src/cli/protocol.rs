@@ -194,6 +194,9 @@ pub struct ResultLine {
     pub terminal_reason: Option<String>,
     #[serde(default)]
     pub errors: Vec<String>,
+    /// With `--json-schema`: the validated object.
+    #[serde(default)]
+    pub structured_output: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +374,11 @@ impl ResultLine {
             stop_reason: self.stop_reason.as_deref().map(StopReason::parse),
             usage: self.usage.into(),
             text,
+            structured_output: self
+                .structured_output
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map(Value::to_string),
         }
     }
 }
@@ -515,6 +523,23 @@ mod tests {
         assert_eq!(
             starts, 2,
             "the CLI continues on its own with a second upstream request"
+        );
+    }
+
+    #[test]
+    fn a_json_schema_turn_carries_its_structured_output() {
+        let events = fixture("json_schema_partial");
+        let outcome = results(&events)[0].outcome();
+        assert_eq!(outcome.status, TurnStatus::Completed);
+        assert_eq!(
+            outcome.structured_output.as_deref(),
+            Some(r#"{"answer":42}"#)
+        );
+        assert_eq!(
+            results(&fixture("text_partial"))[0]
+                .outcome()
+                .structured_output,
+            None
         );
     }
 

@@ -18,12 +18,16 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
+        let mut api = ApiSettings {
+            ping_interval: Duration::from_secs(2),
+            ..ApiSettings::default()
+        };
+        api.openai
+            .model_aliases
+            .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
         let state = AppState {
             pool: pool.clone(),
-            api: ApiSettings {
-                ping_interval: Duration::from_secs(2),
-                ..ApiSettings::default()
-            },
+            api,
         };
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {

@@ -119,6 +119,18 @@ impl RecordedRequest {
         }
     }
 
+    /// Whether the request offers the model a tool of this name.
+    pub fn offers_tool(&self, name: &str) -> bool {
+        self.body
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|tools| {
+                tools
+                    .iter()
+                    .any(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            })
+    }
+
     /// Text of the content of the last `tool_result` block of the last user
     /// message, if that message carries one, without the `<system-reminder>`
     /// sections the CLI appends to it.
@@ -577,6 +589,20 @@ fn plan(rec: &RecordedRequest) -> Planned {
         blocks.push(Block::Text(deltas));
     } else if let Some(result) = rec.last_user_tool_result() {
         blocks.push(Block::Text(split_words(&format!("Tool said: {result}"))));
+    } else if rec.offers_tool("StructuredOutput") {
+        // `--json-schema`: answer through the StructuredOutput tool, with the object given
+        // as `[[json:{…}]]` in the prompt, else `{"answer": PROMPT}`.
+        let input = text
+            .split("[[json:")
+            .nth(1)
+            .and_then(|rest| rest.rsplit_once("]]").map(|(json, _)| json.to_string()))
+            .unwrap_or_else(|| Obj::new().str("answer", &rec.last_user_prompt()).end());
+        blocks.push(Block::ToolUse {
+            id: String::new(),
+            name: "StructuredOutput".to_string(),
+            chunks: chunk_chars(&input, 16),
+        });
+        stop_reason = "tool_use";
     } else if has("[[tool]]") {
         let input = Obj::new()
             .str("command", TOOL_COMMAND)

@@ -1,0 +1,115 @@
+//! Thin handlers: read the body, translate, run the chat, render chunks or a completion.
+
+use std::convert::Infallible;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::{Stream, StreamExt};
+
+use super::OpenAiError;
+use super::translate::{ChunkWriter, CompletionBuilder, parse, to_chat};
+use crate::chat::{self, ChatFailure, ChatItem};
+use crate::server::{AppState, owner_of, read_body};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/openai/v1/chat/completions", post(completions))
+}
+
+async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match serve(state, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(state: AppState, headers: &HeaderMap, body: Body) -> Result<Response, OpenAiError> {
+    let body = read_body(body, state.api.max_body_bytes)
+        .await
+        .map_err(|e| OpenAiError {
+            code: Some("request_too_large"),
+            ..OpenAiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!(
+                    "the request body exceeds ccpool's limit of {} bytes",
+                    e.limit
+                ),
+            )
+        })?;
+    let request = parse(&body)?;
+    let model = request.model.clone();
+    let translated = to_chat(request, owner_of(headers), &state.api.openai)?;
+    let mut stream = chat::start(&state.pool, translated.chat)
+        .await
+        .map_err(|e| OpenAiError::from_pool(&e))?;
+
+    // An error before anything streamed gets its own HTTP status.
+    let first = stream.next().await;
+    if let Some(ChatItem::End(end)) = &first {
+        if let Some(failure) = &end.failure {
+            return Err(OpenAiError::from_failure(failure));
+        }
+    }
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let items = futures::stream::iter(first).chain(stream);
+    if translated.stream {
+        let writer = ChunkWriter::new(id, created, model, translated.include_usage);
+        Ok(sse(items, writer, state.api.ping_interval).into_response())
+    } else {
+        let mut completion = CompletionBuilder::default();
+        let mut items = Box::pin(items);
+        while let Some(item) = items.next().await {
+            match item {
+                ChatItem::End(end) => {
+                    if let Some(failure) = &end.failure {
+                        return Err(OpenAiError::from_failure(failure));
+                    }
+                    return Ok(Json(completion.finish(&end, &id, created, &model)).into_response());
+                }
+                event => completion.push(&event),
+            }
+        }
+        Err(OpenAiError::from_failure(&ChatFailure::Worker(
+            "the chat ended without an outcome".into(),
+        )))
+    }
+}
+
+/// `data:` chunks, a `data: {"error": …}` when the request fails after streaming began, and
+/// `data: [DONE]` at the end of a successful stream. Comments keep an idle stream alive.
+fn sse(
+    items: impl Stream<Item = ChatItem> + Send + 'static,
+    mut writer: ChunkWriter,
+    ping_interval: std::time::Duration,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = items.flat_map(move |item| {
+        let mut events: Vec<Event> = writer
+            .write(&item)
+            .into_iter()
+            .map(|chunk| Event::default().data(chunk.to_string()))
+            .collect();
+        if let ChatItem::End(end) = &item {
+            match &end.failure {
+                Some(failure) => events.push(
+                    Event::default().data(OpenAiError::from_failure(failure).body().to_string()),
+                ),
+                None => events.push(Event::default().data("[DONE]")),
+            }
+        }
+        futures::stream::iter(events.into_iter().map(Ok))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(ping_interval))
+}

@@ -1,0 +1,858 @@
+//! Explicit translation between Chat Completions and the domain: a request into a
+//! `ChatRequest`, and chat items back into `chat.completion` chunks or objects.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::chat::{ChatEnd, ChatItem, ChatRequest};
+use crate::domain::{
+    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, OwnerKey, Role, StopReason, TurnEvent,
+    TurnRequest, Usage,
+};
+
+use super::OpenAiError;
+use super::wire::{ChatCompletionRequest, ChatMessage};
+
+/// The output-token limit the CLI asks for when nothing else is set.
+const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
+/// The schema `json_object` stands for: any JSON object.
+const ANY_OBJECT_SCHEMA: &str = r#"{"type":"object"}"#;
+
+/// What the translation needs from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct OpenAiOptions {
+    /// Client model name → the model the CLI gets (`gpt-4o` → `claude-sonnet-4-5`).
+    pub model_aliases: HashMap<String, String>,
+    /// Expose the model's thinking as `reasoning_content` (never in `content`).
+    pub reasoning_content: bool,
+}
+
+/// A translated request and how to answer it.
+#[derive(Debug)]
+pub struct Translated {
+    pub chat: ChatRequest,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Parses a request body, with errors that name the offending parameter.
+pub fn parse(body: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        OpenAiError::invalid("", format!("the request body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(OpenAiError::invalid(
+            "",
+            "the request body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path == "." {
+            let missing = message.split('`').nth(1).unwrap_or_default().to_string();
+            OpenAiError::invalid(missing, message)
+        } else {
+            OpenAiError::invalid(path.clone(), format!("{path}: {message}"))
+        }
+    })
+}
+
+/// A Chat Completions request as a chat request for `owner`.
+pub fn to_chat(
+    request: ChatCompletionRequest,
+    owner: OwnerKey,
+    options: &OpenAiOptions,
+) -> Result<Translated, OpenAiError> {
+    refuse_unsupported(&request)?;
+    if request.model.trim().is_empty() {
+        return Err(OpenAiError::invalid("model", "model must not be empty"));
+    }
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    if max_tokens == Some(0) {
+        return Err(OpenAiError::invalid(
+            "max_completion_tokens",
+            "must be at least 1",
+        ));
+    }
+    let (system, history, content) = split_messages(&request.messages)?;
+    let json_schema = response_format(request.response_format.as_ref())?;
+    let structured = json_schema.is_some();
+    let profile = LaunchProfile {
+        system_prompt: system,
+        builtin_tools: false,
+        json_schema,
+        max_output_tokens: max_tokens.filter(|&m| m != CLI_DEFAULT_MAX_TOKENS),
+        effort: effort(request.reasoning_effort.as_deref())?,
+    };
+    let model = options
+        .model_aliases
+        .get(&request.model)
+        .cloned()
+        .unwrap_or_else(|| request.model.clone());
+    let chat = ChatRequest {
+        owner,
+        profile,
+        turn: TurnRequest {
+            history,
+            content,
+            model: Some(model),
+        },
+        stop_sequences: stop_sequences(request.stop.as_ref())?,
+        include_thinking: options.reasoning_content,
+        structured,
+    };
+    Ok(Translated {
+        chat,
+        stream: request.stream.unwrap_or(false),
+        include_usage: request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), OpenAiError> {
+    if request.n.is_some_and(|n| n != 1) {
+        return Err(OpenAiError::unsupported(
+            "n",
+            "n: ccpool returns one choice; n must be 1",
+        ));
+    }
+    if request.logprobs == Some(true) || request.top_logprobs.is_some() {
+        let param = if request.logprobs == Some(true) {
+            "logprobs"
+        } else {
+            "top_logprobs"
+        };
+        return Err(OpenAiError::unsupported(
+            param,
+            format!("{param}: log probabilities are not available through ccpool"),
+        ));
+    }
+    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(OpenAiError::unsupported(
+            "tools",
+            "tools: client tools are not supported by ccpool yet",
+        ));
+    }
+    if request.functions.as_ref().is_some_and(|f| !f.is_empty()) || request.function_call.is_some()
+    {
+        return Err(OpenAiError::unsupported(
+            "functions",
+            "functions: client tools are not supported by ccpool yet",
+        ));
+    }
+    if let Some(choice) = &request.tool_choice {
+        if !matches!(choice.as_str(), Some("none" | "auto")) {
+            return Err(OpenAiError::unsupported(
+                "tool_choice",
+                "tool_choice: client tools are not supported by ccpool yet",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A conversation split for the CLI: system prompt, history, new user content.
+type Conversation = (Option<String>, Vec<HistoryMessage>, Vec<ContentBlock>);
+
+/// `system` and `developer` messages make the system prompt; the rest is the conversation,
+/// whose last message is the new user turn.
+fn split_messages(messages: &[ChatMessage]) -> Result<Conversation, OpenAiError> {
+    if messages.is_empty() {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "messages must contain at least one message",
+        ));
+    }
+    let mut system = Vec::new();
+    let mut turns = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let param = format!("messages[{i}]");
+        match message.role.as_str() {
+            "system" | "developer" => {
+                system.push(text_only(&message.content, &format!("{param}.content"))?)
+            }
+            "user" => turns.push(HistoryMessage {
+                role: Role::User,
+                content: user_content(&message.content, &param)?,
+            }),
+            "assistant" => {
+                if message.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
+                    return Err(OpenAiError::unsupported(
+                        &format!("{param}.tool_calls"),
+                        "tool calls need client tools, which ccpool does not support yet",
+                    ));
+                }
+                let text = text_only(&message.content, &format!("{param}.content"))?;
+                turns.push(HistoryMessage {
+                    role: Role::Assistant,
+                    content: vec![ContentBlock::Text(text)],
+                });
+            }
+            "tool" | "function" => {
+                return Err(OpenAiError::unsupported(
+                    &format!("{param}.role"),
+                    format!(
+                        "{param}.role: \"{}\" messages need client tools, which ccpool does not support yet",
+                        message.role
+                    ),
+                ));
+            }
+            other => {
+                return Err(OpenAiError::invalid(
+                    format!("{param}.role"),
+                    format!(
+                        "{param}.role: unknown role \"{other}\"; expected system, developer, user or assistant"
+                    ),
+                ));
+            }
+        }
+    }
+    let system = (!system.is_empty()).then(|| system.join("\n\n"));
+    let Some(last) = turns.pop() else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "messages must contain a user message",
+        ));
+    };
+    if last.role != Role::User {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "the last message must have the user role",
+        ));
+    }
+    Ok((system, turns, last.content))
+}
+
+/// Content that may only be text: a string or text parts.
+fn text_only(content: &Value, param: &str) -> Result<String, OpenAiError> {
+    let text = match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => {
+            let mut texts = Vec::new();
+            for (j, part) in parts.iter().enumerate() {
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => texts.push(t),
+                    _ => {
+                        return Err(OpenAiError::invalid(
+                            format!("{param}[{j}]"),
+                            format!("{param}[{j}]: only text parts are allowed here"),
+                        ));
+                    }
+                }
+            }
+            texts.join("")
+        }
+        Value::Null => {
+            return Err(OpenAiError::invalid(
+                param,
+                format!("{param}: content is required"),
+            ));
+        }
+        _ => {
+            return Err(OpenAiError::invalid(
+                param,
+                format!("{param}: must be a string or a list of content parts"),
+            ));
+        }
+    };
+    if text.is_empty() {
+        return Err(OpenAiError::invalid(
+            param,
+            format!("{param}: content must not be empty"),
+        ));
+    }
+    Ok(text)
+}
+
+fn user_content(content: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
+    let param = format!("{param}.content");
+    match content {
+        Value::String(s) if !s.is_empty() => Ok(vec![ContentBlock::Text(s.clone())]),
+        Value::Array(parts) if !parts.is_empty() => parts
+            .iter()
+            .enumerate()
+            .map(|(j, part)| {
+                let at = format!("{param}[{j}]");
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => match part.get("text").and_then(Value::as_str) {
+                        Some(t) if !t.is_empty() => Ok(ContentBlock::Text(t.to_string())),
+                        _ => Err(OpenAiError::invalid(
+                            format!("{at}.text"),
+                            format!("{at}.text: a non-empty string is required"),
+                        )),
+                    },
+                    Some("image_url") => {
+                        let url = part
+                            .get("image_url")
+                            .and_then(|i| i.get("url").or(Some(i)))
+                            .and_then(Value::as_str);
+                        image(url, &at)
+                    }
+                    Some(other) => Err(OpenAiError::unsupported(
+                        &format!("{at}.type"),
+                        format!("{at}.type: \"{other}\" parts are not supported by ccpool"),
+                    )),
+                    None => Err(OpenAiError::invalid(
+                        format!("{at}.type"),
+                        format!("{at}.type: required"),
+                    )),
+                }
+            })
+            .collect(),
+        Value::Null => Err(OpenAiError::invalid(
+            param.clone(),
+            format!("{param}: content is required"),
+        )),
+        Value::String(_) | Value::Array(_) => Err(OpenAiError::invalid(
+            param.clone(),
+            format!("{param}: content must not be empty"),
+        )),
+        _ => Err(OpenAiError::invalid(
+            param.clone(),
+            format!("{param}: must be a string or a list of content parts"),
+        )),
+    }
+}
+
+/// A `data:` URL as an image block; remote URLs are refused (ccpool does not fetch).
+fn image(url: Option<&str>, at: &str) -> Result<ContentBlock, OpenAiError> {
+    let param = format!("{at}.image_url.url");
+    let url =
+        url.ok_or_else(|| OpenAiError::invalid(param.clone(), format!("{param}: required")))?;
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err(OpenAiError::invalid(
+            param.clone(),
+            format!(
+                "{param}: ccpool does not fetch remote images; send the image inline as a data: URL (data:image/png;base64,…)"
+            ),
+        ));
+    };
+    match rest.split_once(";base64,") {
+        Some((media_type, data))
+            if ["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&media_type)
+                && !data.is_empty() =>
+        {
+            Ok(ContentBlock::Image {
+                media_type: media_type.to_string(),
+                data: data.to_string(),
+            })
+        }
+        _ => Err(OpenAiError::invalid(
+            param.clone(),
+            format!("{param}: expected data:image/(jpeg|png|gif|webp);base64,…"),
+        )),
+    }
+}
+
+fn stop_sequences(stop: Option<&Value>) -> Result<Vec<String>, OpenAiError> {
+    let list = match stop {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| OpenAiError::invalid("stop", "stop: must be strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "stop",
+                "stop: must be a string or a list of strings",
+            ));
+        }
+    };
+    if list.len() > 4 || list.iter().any(String::is_empty) {
+        return Err(OpenAiError::invalid(
+            "stop",
+            "stop: up to 4 non-empty sequences",
+        ));
+    }
+    Ok(list)
+}
+
+/// The JSON schema a `response_format` asks for, if any.
+fn response_format(format: Option<&Value>) -> Result<Option<String>, OpenAiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ANY_OBJECT_SCHEMA.to_string())),
+        Some("json_schema") => {
+            let schema = format.get("json_schema").and_then(|j| j.get("schema"));
+            match schema {
+                Some(schema) if schema.is_object() => Ok(Some(schema.to_string())),
+                _ => Err(OpenAiError::invalid(
+                    "response_format.json_schema.schema",
+                    "response_format.json_schema.schema: a JSON schema object is required",
+                )),
+            }
+        }
+        _ => Err(OpenAiError::invalid(
+            "response_format.type",
+            "response_format.type: expected text, json_object or json_schema",
+        )),
+    }
+}
+
+/// `reasoning_effort` as the CLI's effort level.
+fn effort(reasoning: Option<&str>) -> Result<Option<String>, OpenAiError> {
+    Ok(match reasoning {
+        None => None,
+        Some("none" | "minimal" | "low") => Some("low".into()),
+        Some("medium") => Some("medium".into()),
+        Some("high") => Some("high".into()),
+        Some("xhigh") => Some("xhigh".into()),
+        Some(other) => {
+            return Err(OpenAiError::invalid(
+                "reasoning_effort",
+                format!("reasoning_effort: unknown value \"{other}\""),
+            ));
+        }
+    })
+}
+
+/// The OpenAI finish reason for a stop reason.
+pub fn finish_reason(reason: Option<&StopReason>) -> &'static str {
+    match reason {
+        Some(StopReason::MaxTokens) => "length",
+        Some(StopReason::ToolUse) => "tool_calls",
+        Some(StopReason::Refusal) => "content_filter",
+        _ => "stop",
+    }
+}
+
+pub fn usage_json(usage: &Usage) -> Value {
+    let prompt =
+        usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens;
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": prompt + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens},
+    })
+}
+
+/// Renders chat items as `chat.completion.chunk` objects, one id and `created` for all.
+pub struct ChunkWriter {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub include_usage: bool,
+    sent_role: bool,
+}
+
+impl ChunkWriter {
+    pub fn new(id: String, created: u64, model: String, include_usage: bool) -> Self {
+        ChunkWriter {
+            id,
+            created,
+            model,
+            include_usage,
+            sent_role: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        let mut chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+
+    fn role(&mut self, out: &mut Vec<Value>) {
+        if !self.sent_role {
+            self.sent_role = true;
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+    }
+
+    /// The chunks for one item (a failure is rendered by the caller).
+    pub fn write(&mut self, item: &ChatItem) -> Vec<Value> {
+        let mut out = Vec::new();
+        match item {
+            ChatItem::Event(TurnEvent::MessageStart { .. }) => self.role(&mut out),
+            ChatItem::Event(TurnEvent::BlockDelta {
+                delta: BlockDelta::Text(text),
+                ..
+            }) => {
+                self.role(&mut out);
+                out.push(self.chunk(json!({"content": text}), None));
+            }
+            ChatItem::Event(TurnEvent::BlockDelta {
+                delta: BlockDelta::Thinking(text),
+                ..
+            }) => {
+                self.role(&mut out);
+                out.push(self.chunk(json!({"reasoning_content": text}), None));
+            }
+            ChatItem::Event(_) => {}
+            ChatItem::End(end) if end.failure.is_none() => {
+                self.role(&mut out);
+                if let Some(object) = &end.structured_output {
+                    out.push(self.chunk(json!({"content": object}), None));
+                }
+                out.push(self.chunk(json!({}), Some(finish_reason(end.stop_reason.as_ref()))));
+                if self.include_usage {
+                    out.push(json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                        "system_fingerprint": null, "choices": [], "usage": usage_json(&end.usage),
+                    }));
+                }
+            }
+            ChatItem::End(_) => {}
+        }
+        out
+    }
+}
+
+/// Builds the non-streaming `chat.completion` object.
+#[derive(Default)]
+pub struct CompletionBuilder {
+    content: String,
+    reasoning: String,
+}
+
+impl CompletionBuilder {
+    pub fn push(&mut self, item: &ChatItem) {
+        match item {
+            ChatItem::Event(TurnEvent::BlockDelta {
+                delta: BlockDelta::Text(t),
+                ..
+            }) => self.content.push_str(t),
+            ChatItem::Event(TurnEvent::BlockDelta {
+                delta: BlockDelta::Thinking(t),
+                ..
+            }) => self.reasoning.push_str(t),
+            _ => {}
+        }
+    }
+
+    pub fn finish(self, end: &ChatEnd, id: &str, created: u64, model: &str) -> Value {
+        let content = end.structured_output.clone().unwrap_or(self.content);
+        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+        if !self.reasoning.is_empty() {
+            message["reasoning_content"] = Value::String(self.reasoning);
+        }
+        json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": null,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(end.stop_reason.as_ref())}],
+            "usage": usage_json(&end.usage),
+        })
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::domain::BlockKind;
+
+    fn translate(body: Value) -> Result<Translated, OpenAiError> {
+        let options = OpenAiOptions {
+            model_aliases: HashMap::from([("gpt-4o".to_string(), "claude-sonnet-4-5".to_string())]),
+            reasoning_content: false,
+        };
+        to_chat(
+            parse(body.to_string().as_bytes())?,
+            OwnerKey::anonymous(),
+            &options,
+        )
+    }
+
+    fn base() -> Value {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut b = base();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    }
+
+    fn refused(body: Value, param: &str) {
+        let e = translate(body.clone()).expect_err(&body.to_string());
+        assert_eq!(e.status.as_u16(), 400, "{body}");
+        assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn a_full_request_translates_field_by_field() {
+        let t = translate(json!({
+            "model": "gpt-4o", "max_completion_tokens": 300, "max_tokens": 999, "stream": true,
+            "stream_options": {"include_usage": true}, "stop": ["END", "STOP"], "reasoning_effort": "minimal",
+            "temperature": 0.1, "top_p": 0.9, "seed": 7, "user": "u", "presence_penalty": 0.5, "frequency_penalty": 0.5,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use French."}]},
+                {"role": "user", "content": "one"},
+                {"role": "assistant", "content": "un"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "two"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}}
+                ]}
+            ]
+        }))
+        .unwrap();
+        assert!(t.stream && t.include_usage);
+        let chat = t.chat;
+        assert_eq!(
+            chat.profile.system_prompt.as_deref(),
+            Some("Be brief.\n\nUse French.")
+        );
+        assert_eq!(
+            chat.profile.max_output_tokens,
+            Some(300),
+            "max_completion_tokens wins"
+        );
+        assert_eq!(chat.profile.effort.as_deref(), Some("low"));
+        assert_eq!(
+            chat.turn.model.as_deref(),
+            Some("claude-sonnet-4-5"),
+            "aliases map to Claude models"
+        );
+        assert_eq!(chat.stop_sequences, vec!["END", "STOP"]);
+        assert_eq!(chat.turn.history.len(), 2);
+        assert_eq!(
+            chat.turn.history[1],
+            HistoryMessage {
+                role: Role::Assistant,
+                content: vec![ContentBlock::Text("un".into())]
+            }
+        );
+        assert_eq!(
+            chat.turn.content[1],
+            ContentBlock::Image {
+                media_type: "image/png".into(),
+                data: "AAAA".into()
+            }
+        );
+        assert!(!chat.structured && !chat.include_thinking);
+    }
+
+    #[test]
+    fn response_formats_become_json_schemas() {
+        let t = translate(with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}}))).unwrap();
+        assert!(t.chat.structured);
+        let schema: Value =
+            serde_json::from_str(t.chat.profile.json_schema.as_deref().unwrap()).unwrap();
+        assert_eq!(schema["properties"]["a"]["type"], "integer");
+        let t = translate(with(json!({"response_format": {"type": "json_object"}}))).unwrap();
+        assert_eq!(
+            t.chat.profile.json_schema.as_deref(),
+            Some(ANY_OBJECT_SCHEMA)
+        );
+        let t = translate(with(json!({"response_format": {"type": "text"}}))).unwrap();
+        assert!(!t.chat.structured);
+        assert_eq!(
+            translate(base()).unwrap().chat.profile,
+            LaunchProfile::default()
+        );
+        assert_eq!(
+            translate(base()).unwrap().chat.turn.model.as_deref(),
+            Some("claude-sonnet-4-5")
+        );
+        let t = translate(
+            json!({"model": "claude-opus-4-1", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            t.chat.turn.model.as_deref(),
+            Some("claude-opus-4-1"),
+            "Claude ids pass through"
+        );
+    }
+
+    #[test]
+    fn client_mistakes_are_4xx_that_name_the_parameter() {
+        refused(json!({"model": "m"}), "messages");
+        refused(
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            "model",
+        );
+        refused(with(json!({"messages": "hi"})), "messages");
+        refused(with(json!({"messages": []})), "messages");
+        refused(
+            with(json!({"messages": [{"role": "robot", "content": "x"}]})),
+            "messages[0].role",
+        );
+        refused(
+            with(json!({"messages": [{"role": "user", "content": ""}]})),
+            "messages[0].content",
+        );
+        refused(
+            with(json!({"messages": [{"role": "user", "content": 3}]})),
+            "messages[0].content",
+        );
+        refused(
+            with(json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})),
+            "messages[0].content[0].type",
+        );
+        refused(
+            with(
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
+            ),
+            "messages[0].content[0].image_url.url",
+        );
+        refused(
+            with(
+                json!({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+            ),
+            "messages",
+        );
+        refused(
+            with(json!({"messages": [{"role": "system", "content": "only"}]})),
+            "messages",
+        );
+        refused(
+            with(json!({"messages": [{"role": "tool", "content": "x", "tool_call_id": "t"}]})),
+            "messages[0].role",
+        );
+        refused(with(json!({"n": 2})), "n");
+        refused(with(json!({"logprobs": true})), "logprobs");
+        refused(
+            with(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            "tools",
+        );
+        refused(with(json!({"tool_choice": "required"})), "tool_choice");
+        refused(with(json!({"stop": 5})), "stop");
+        refused(with(json!({"max_tokens": "ten"})), "max_tokens");
+        refused(with(json!({"max_tokens": 0})), "max_completion_tokens");
+        refused(
+            with(json!({"response_format": {"type": "xml"}})),
+            "response_format.type",
+        );
+        refused(
+            with(json!({"reasoning_effort": "extreme"})),
+            "reasoning_effort",
+        );
+        assert!(
+            translate(with(
+                json!({"n": 1, "tools": [], "tool_choice": "none", "logprobs": false})
+            ))
+            .is_ok()
+        );
+        let e = parse(b"nope").unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+    }
+
+    #[test]
+    fn finish_reasons_and_usage_translate() {
+        assert_eq!(finish_reason(Some(&StopReason::EndTurn)), "stop");
+        assert_eq!(finish_reason(Some(&StopReason::StopSequence)), "stop");
+        assert_eq!(finish_reason(Some(&StopReason::MaxTokens)), "length");
+        assert_eq!(finish_reason(Some(&StopReason::ToolUse)), "tool_calls");
+        assert_eq!(finish_reason(Some(&StopReason::Refusal)), "content_filter");
+        let u = usage_json(&Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_creation_input_tokens: 2,
+            cache_read_input_tokens: 3,
+        });
+        assert_eq!(
+            u,
+            json!({"prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 3}})
+        );
+    }
+
+    #[test]
+    fn chunks_share_one_id_and_start_with_the_role() {
+        let mut w = ChunkWriter::new("chatcmpl-1".into(), 42, "gpt-4o".into(), true);
+        let mut chunks = Vec::new();
+        for item in [
+            ChatItem::Event(TurnEvent::MessageStart {
+                id: "x".into(),
+                model: "m".into(),
+                usage: Usage::default(),
+            }),
+            ChatItem::Event(TurnEvent::BlockStart {
+                index: 0,
+                block: BlockKind::Text,
+            }),
+            ChatItem::Event(TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::Text("Hel".into()),
+            }),
+            ChatItem::Event(TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::Text("lo".into()),
+            }),
+            ChatItem::End(ChatEnd {
+                stop_reason: Some(StopReason::MaxTokens),
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: 3,
+                    output_tokens: 2,
+                    ..Usage::default()
+                },
+                failure: None,
+                structured_output: None,
+            }),
+        ] {
+            chunks.extend(w.write(&item));
+        }
+        assert_eq!(chunks.len(), 5);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["id"] == "chatcmpl-1" && c["created"] == 42 && c["model"] == "gpt-4o")
+        );
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hel");
+        assert_eq!(chunks[3]["choices"][0]["finish_reason"], "length");
+        assert_eq!(chunks[4]["choices"], json!([]));
+        assert_eq!(chunks[4]["usage"]["completion_tokens"], 2);
+        assert!(chunks[..4].iter().all(|c| c["usage"].is_null()));
+    }
+
+    #[test]
+    fn a_completion_object_never_carries_thinking_in_content() {
+        let mut b = CompletionBuilder::default();
+        b.push(&ChatItem::Event(TurnEvent::BlockDelta {
+            index: 0,
+            delta: BlockDelta::Thinking("secret plan".into()),
+        }));
+        b.push(&ChatItem::Event(TurnEvent::BlockDelta {
+            index: 1,
+            delta: BlockDelta::Text("Answer".into()),
+        }));
+        let end = ChatEnd {
+            stop_reason: Some(StopReason::EndTurn),
+            stop_sequence: None,
+            usage: Usage::default(),
+            failure: None,
+            structured_output: None,
+        };
+        let c = b.finish(&end, "chatcmpl-2", 7, "gpt-4o");
+        assert_eq!(c["object"], "chat.completion");
+        assert_eq!(c["choices"][0]["message"]["content"], "Answer");
+        assert_eq!(
+            c["choices"][0]["message"]["reasoning_content"],
+            "secret plan"
+        );
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        let structured = ChatEnd {
+            structured_output: Some(r#"{"a":1}"#.into()),
+            ..end
+        };
+        let c = CompletionBuilder::default().finish(&structured, "i", 1, "m");
+        assert_eq!(c["choices"][0]["message"]["content"], r#"{"a":1}"#);
+    }
+}
