@@ -305,6 +305,121 @@ async fn bench_policy(
     phases
 }
 
+/// A follow-up turn in a session (only the new turn reaches the live CLI) next to the same
+/// follow-up sent statelessly (the history is replayed through a transcript).
+async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
+    use ccpool::chat::{ChatItem, ChatRequest};
+    use ccpool::domain::{ContentBlock, HistoryMessage, Role};
+    use ccpool::sessions::{SessionConfig, SessionOptions, Sessions};
+
+    let runtime = DockerRuntime::connect().await.expect("Docker");
+    let mut settings = WorkerSettings {
+        instance_id: "bench-sessions".into(),
+        credentials: Credentials::ApiKey("sk-bench".into()),
+        ..WorkerSettings::default()
+    };
+    settings.sandbox.image =
+        std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".into());
+    settings.sandbox.network = "host".into();
+    settings.cli.base_url = Some(mock.base_url());
+    let config = PoolConfig {
+        max_workers: 6,
+        warm_default: 2,
+        ..PoolConfig::default()
+    };
+    let pool = WarmPool::start(
+        Arc::new(runtime),
+        settings,
+        config,
+        LaunchProfile::default(),
+    )
+    .await
+    .expect("pool");
+    assert!(pool.wait_warm(2, Duration::from_secs(120)).await);
+    let sessions = Sessions::start(pool.clone(), SessionConfig::default())
+        .await
+        .expect("sessions");
+
+    let request = |history: &[HistoryMessage], i: usize| ChatRequest {
+        owner: OwnerKey::new("bench"),
+        profile: LaunchProfile::default(),
+        turn: TurnRequest {
+            history: history.to_vec(),
+            content: vec![ContentBlock::Text(format!("follow-up {i}"))],
+            model: None,
+        },
+        stop_sequences: Vec::new(),
+        include_thinking: false,
+        structured: false,
+    };
+    async fn drain(mut stream: ccpool::chat::ChatStream, started: Instant) -> (Duration, String) {
+        let (mut first, mut text) = (None, String::new());
+        while let Some(item) = stream.next().await {
+            match item {
+                ChatItem::Event(TurnEvent::BlockDelta {
+                    delta: BlockDelta::Text(t),
+                    ..
+                }) => {
+                    first.get_or_insert(started.elapsed());
+                    text.push_str(&t);
+                }
+                ChatItem::End(end) => assert!(end.failure.is_none(), "{end:?}"),
+                _ => {}
+            }
+        }
+        (first.expect("a text delta"), text)
+    }
+
+    let mut phases = Vec::new();
+    for stateless in [false, true] {
+        let mut history: Vec<HistoryMessage> = Vec::new();
+        let mut firsts = Vec::new();
+        let turns = if stateless { n / 4 } else { n };
+        let cpu0 = machine_cpu();
+        let t0 = Instant::now();
+        for i in 0..=turns {
+            let chat = request(&history, i);
+            let started = Instant::now();
+            let stream = if stateless {
+                ccpool::chat::start(&pool, chat).await.expect("chat")
+            } else {
+                sessions
+                    .start_chat("bench", chat, SessionOptions::default())
+                    .await
+                    .expect("session")
+                    .stream
+            };
+            let (first, text) = drain(stream, started).await;
+            if i > 0 {
+                firsts.push(first);
+            }
+            history.push(HistoryMessage {
+                role: Role::User,
+                content: vec![ContentBlock::Text(format!("follow-up {i}"))],
+            });
+            history.push(HistoryMessage {
+                role: Role::Assistant,
+                content: vec![ContentBlock::Text(text)],
+            });
+        }
+        let name = if stateless {
+            "stateless follow-up (replayed), c=1"
+        } else {
+            "session follow-up, c=1"
+        };
+        phases.push(Phase {
+            name: name.into(),
+            first_delta: firsts,
+            requests: turns + 1,
+            wall: t0.elapsed(),
+            cpu: machine_cpu() - cpu0,
+        });
+    }
+    sessions.shutdown().await;
+    pool.shutdown(Duration::from_secs(30)).await;
+    phases
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -336,6 +451,7 @@ fn main() {
             .await,
         );
         phases.extend(bench_policy(&mock, ReusePolicy::Fresh, "fresh", n).await);
+        phases.extend(bench_follow_ups(&mock, n).await);
         println!();
         for p in &phases {
             p.print();

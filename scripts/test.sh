@@ -14,6 +14,11 @@ leftovers() {
         | awk '$2 ~ /^(test|bench)-/ {print $1}'
 }
 
+leftover_volumes() {
+    docker volume ls --filter label=ccpool.managed=true --format '{{.Name}} {{.Label "ccpool.instance"}}' \
+        | awk '$2 ~ /^(test|bench)-/ {print $1}'
+}
+
 step "docker engine"
 docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}'
 
@@ -40,6 +45,8 @@ cargo clippy --all-targets --locked -- -D warnings
 step "tests"
 stale=$(leftovers)
 [ -z "$stale" ] || docker rm -f -v $stale >/dev/null
+stale=$(leftover_volumes)
+[ -z "$stale" ] || docker volume rm -f $stale >/dev/null
 status=0
 results=$(mktemp)
 if ! cargo test --locked --lib --bins --tests 2>&1 | tee "$results"; then
@@ -52,6 +59,12 @@ if [ -n "$left" ]; then
     echo "containers labelled ccpool.managed=true were left behind:" >&2
     docker ps -a --filter label=ccpool.managed=true >&2
     docker rm -f -v $left >/dev/null
+    status=1
+fi
+left_volumes=$(leftover_volumes)
+if [ -n "$left_volumes" ]; then
+    echo "volumes labelled ccpool.managed=true were left behind: $left_volumes" >&2
+    docker volume rm -f $left_volumes >/dev/null
     status=1
 fi
 [ "$status" -eq 0 ] || exit "$status"

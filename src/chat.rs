@@ -82,7 +82,13 @@ pub struct ChatStream {
     stops: StopScanner,
     include_thinking: bool,
     /// Upstream block index → client block index; dropped blocks are absent.
-    indexes: HashMap<u32, u32>,
+    indexes: HashMap<(u32, u32), u32>,
+    /// Upstream messages seen (block indexes restart in each).
+    messages: u32,
+    /// Agentic mode (tools on, inside a session): every upstream message of the tool loop is
+    /// relayed as one message, tool calls hidden, ended once when the turn ends.
+    pub agentic: bool,
+    agentic_output: u64,
     next_index: u32,
     /// The first upstream message has started / ended.
     started: bool,
@@ -93,7 +99,8 @@ pub struct ChatStream {
     usage: Usage,
     /// Text deltas relayed, the output-token estimate when a stop sequence cuts the message.
     deltas: u64,
-    structured: bool,
+    /// The profile has a JSON schema: relay nothing; the object comes with the end.
+    pub structured: bool,
     done: bool,
 }
 
@@ -122,6 +129,9 @@ impl ChatStream {
             stops: StopScanner::new(stop_sequences),
             include_thinking,
             indexes: HashMap::new(),
+            messages: 0,
+            agentic: false,
+            agentic_output: 0,
             next_index: 0,
             started: false,
             finished_message: false,
@@ -135,7 +145,7 @@ impl ChatStream {
     }
 
     fn relaying(&self) -> bool {
-        !self.finished_message && self.cut.is_none()
+        self.cut.is_none() && (self.agentic || !self.finished_message)
     }
 
     fn stop_here(&mut self, reason: StopReason, sequence: Option<String>) {
@@ -156,9 +166,11 @@ impl ChatStream {
         }
         match event {
             TurnEvent::MessageStart { id, model, usage } => {
+                self.messages += 1;
                 if self.started {
-                    // The CLI went on with a second upstream request of its own.
-                    if self.cut.is_none() {
+                    // A later upstream message: part of a tool loop in agentic mode, else the
+                    // CLI going on by itself after the first one.
+                    if !self.agentic && self.cut.is_none() {
                         self.stop_here(
                             self.stop_reason.clone().unwrap_or(StopReason::EndTurn),
                             None,
@@ -175,28 +187,32 @@ impl ChatStream {
                 }));
             }
             TurnEvent::BlockStart { index, block } if self.relaying() => {
-                let hidden = matches!(
-                    block,
-                    BlockKind::Thinking | BlockKind::RedactedThinking { .. }
-                );
-                if hidden && !self.include_thinking {
+                let hidden = match block {
+                    BlockKind::Thinking | BlockKind::RedactedThinking { .. } => {
+                        !self.include_thinking
+                    }
+                    // In agentic mode the CLI runs its tools itself; the client sees the text.
+                    BlockKind::ToolUse { .. } => self.agentic,
+                    _ => false,
+                };
+                if hidden {
                     return;
                 }
                 let mapped = self.next_index;
                 self.next_index += 1;
-                self.indexes.insert(index, mapped);
+                self.indexes.insert((self.messages, index), mapped);
                 self.out.push_back(ChatItem::Event(TurnEvent::BlockStart {
                     index: mapped,
                     block,
                 }));
             }
             TurnEvent::BlockDelta { index, delta } if self.relaying() => {
-                let Some(&mapped) = self.indexes.get(&index) else {
+                let Some(&mapped) = self.indexes.get(&(self.messages, index)) else {
                     return;
                 };
                 match delta {
                     BlockDelta::Text(text) => {
-                        let (emit, hit) = self.stops.push(index, &text);
+                        let (emit, hit) = self.stops.push(mapped, &text);
                         self.emit_text(mapped, emit);
                         if let Some(sequence) = hit {
                             self.out
@@ -222,10 +238,10 @@ impl ChatStream {
                 }
             }
             TurnEvent::BlockStop { index } if self.relaying() => {
-                let Some(&mapped) = self.indexes.get(&index) else {
+                let Some(&mapped) = self.indexes.get(&(self.messages, index)) else {
                     return;
                 };
-                let rest = self.stops.flush(index);
+                let rest = self.stops.flush(mapped);
                 self.emit_text(mapped, rest);
                 self.out
                     .push_back(ChatItem::Event(TurnEvent::BlockStop { index: mapped }));
@@ -236,6 +252,11 @@ impl ChatStream {
                 usage,
             } if self.relaying() => {
                 self.stop_reason = stop_reason.clone();
+                if self.agentic {
+                    // One message to the client: the end comes once, when the turn ends.
+                    self.agentic_output += usage.output_tokens;
+                    return;
+                }
                 self.usage.output_tokens = usage.output_tokens;
                 let usage = self.usage;
                 self.out.push_back(ChatItem::Event(TurnEvent::MessageDelta {
@@ -245,6 +266,9 @@ impl ChatStream {
                 }));
             }
             TurnEvent::MessageStop if self.relaying() => {
+                if self.agentic {
+                    return;
+                }
                 self.finished_message = true;
                 self.out.push_back(ChatItem::Event(TurnEvent::MessageStop));
                 if self.stop_reason == Some(StopReason::MaxTokens) {
@@ -267,6 +291,21 @@ impl ChatStream {
     }
 
     fn on_finished(&mut self, outcome: TurnOutcome) {
+        if self.agentic
+            && self.started
+            && self.cut.is_none()
+            && outcome.status == TurnStatus::Completed
+        {
+            self.usage.output_tokens = self.agentic_output;
+            let usage = self.usage;
+            let stop_reason = Some(self.stop_reason.clone().unwrap_or(StopReason::EndTurn));
+            self.out.push_back(ChatItem::Event(TurnEvent::MessageDelta {
+                stop_reason,
+                stop_sequence: None,
+                usage,
+            }));
+            self.out.push_back(ChatItem::Event(TurnEvent::MessageStop));
+        }
         // A structured answer spans several upstream turns: the CLI's totals for the turn count.
         let usage = if self.started && !self.structured {
             self.usage
@@ -551,6 +590,53 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec![BlockKind::Thinking, BlockKind::Text]);
+    }
+
+    #[test]
+    fn agentic_mode_relays_a_whole_tool_loop_as_one_message() {
+        let items = recorded("tool_bash_partial");
+        let interrupts = Arc::new(AtomicUsize::new(0));
+        let counter = interrupts.clone();
+        let mut stream = ChatStream::from_parts(
+            Box::pin(futures::stream::iter(items)),
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+            Vec::new(),
+            false,
+        );
+        stream.agentic = true;
+        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
+        assert_eq!(
+            interrupts.load(Ordering::SeqCst),
+            0,
+            "the tool loop runs to its end"
+        );
+        let starts = out
+            .iter()
+            .filter(|i| matches!(i, ChatItem::Event(TurnEvent::MessageStart { .. })))
+            .count();
+        let stops = out
+            .iter()
+            .filter(|i| matches!(i, ChatItem::Event(TurnEvent::MessageStop)))
+            .count();
+        assert_eq!((starts, stops), (1, 1));
+        let kinds: Vec<(u32, BlockKind)> = out
+            .iter()
+            .filter_map(|i| match i {
+                ChatItem::Event(TurnEvent::BlockStart { index, block }) => {
+                    Some((*index, block.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![(0, BlockKind::Text), (1, BlockKind::Text)],
+            "tool calls hidden, indexes dense"
+        );
+        assert_eq!(text(&out), "Running a command.The tool said: tool-ran.");
+        assert_eq!(end(&out).stop_reason, Some(StopReason::EndTurn));
     }
 
     #[test]

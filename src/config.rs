@@ -198,11 +198,40 @@ pub struct ServeArgs {
     /// environment, comma-separated).
     #[arg(long = "model-alias", env = "CCPOOL_MODEL_ALIASES", value_delimiter = ',', value_parser = parse_alias)]
     pub model_aliases: Vec<(String, String)>,
+    /// Seconds a session may stay idle before it ends.
+    #[arg(long, env = "CCPOOL_SESSION_TTL_SECS", default_value_t = 1800)]
+    pub session_ttl_secs: u64,
+    /// Sessions at most.
+    #[arg(long, env = "CCPOOL_MAX_SESSIONS", default_value_t = 16)]
+    pub max_sessions: usize,
+    /// A second request to a busy session: wait for its turn, or get 409 at once.
+    #[arg(long, env = "CCPOOL_SESSION_BUSY", value_enum, default_value_t = BusyName::Wait)]
+    pub session_busy: BusyName,
+    /// Keep a session's workspace volume when the session ends.
+    #[arg(long, env = "CCPOOL_KEEP_SESSION_VOLUMES")]
+    pub keep_session_volumes: bool,
+    /// At startup, remove what sessions of an earlier run left, or adopt their workspaces.
+    #[arg(long, env = "CCPOOL_SESSION_RESTART", value_enum, default_value_t = RestartName::Remove)]
+    pub session_restart: RestartName,
     /// Expose the model's thinking as `reasoning_content` in OpenAI answers (never in `content`).
     #[arg(long, env = "CCPOOL_OPENAI_REASONING_CONTENT")]
     pub openai_reasoning_content: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// What a second request to a busy session gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BusyName {
+    Wait,
+    Reject,
+}
+
+/// What happens to an earlier run's sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestartName {
+    Remove,
+    Adopt,
 }
 
 fn parse_alias(s: &str) -> Result<(String, String), String> {
@@ -215,6 +244,23 @@ fn parse_alias(s: &str) -> Result<(String, String), String> {
 }
 
 impl ServeArgs {
+    pub fn session_config(&self) -> crate::sessions::SessionConfig {
+        use crate::sessions::{BusyPolicy, RestartPolicy, SessionConfig};
+        SessionConfig {
+            ttl: Duration::from_secs(self.session_ttl_secs),
+            max_sessions: self.max_sessions,
+            on_busy: match self.session_busy {
+                BusyName::Wait => BusyPolicy::Wait,
+                BusyName::Reject => BusyPolicy::Reject,
+            },
+            keep_volumes: self.keep_session_volumes,
+            on_restart: match self.session_restart {
+                RestartName::Remove => RestartPolicy::Remove,
+                RestartName::Adopt => RestartPolicy::Adopt,
+            },
+        }
+    }
+
     pub fn api_settings(&self) -> crate::server::ApiSettings {
         let mut api = crate::server::ApiSettings {
             max_body_bytes: self.max_body_mib * 1024 * 1024,

@@ -79,7 +79,13 @@ fn pairs(env: &[(String, String)]) -> Vec<String> {
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
     async fn start_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let binds: Vec<String> = spec
+            .volumes
+            .iter()
+            .map(|(name, path)| format!("{name}:{path}"))
+            .collect();
         let host_config = HostConfig {
+            binds: (!binds.is_empty()).then_some(binds),
             readonly_rootfs: Some(spec.read_only_rootfs),
             tmpfs: Some(spec.tmpfs.iter().cloned().collect::<HashMap<_, _>>()),
             cap_drop: Some(spec.cap_drop.clone()),
@@ -278,6 +284,62 @@ impl ContainerRuntime for DockerRuntime {
                 labels: c.labels.unwrap_or_default(),
                 running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
             })
+            .collect())
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::CreateVolume {
+                name: name.to_string(),
+                cause: e.to_string(),
+            })
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = bollard::query_parameters::RemoveVolumeOptions { force: true };
+        match self.docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(RuntimeError::RemoveVolume {
+                name: name.to_string(),
+                cause: e.to_string(),
+            }),
+        }
+    }
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )]);
+        let options = bollard::query_parameters::ListVolumesOptions {
+            filters: Some(filters),
+        };
+        let list = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| RuntimeError::ListVolumes(e.to_string()))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
             .collect())
     }
 }

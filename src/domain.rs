@@ -175,6 +175,8 @@ pub struct TurnOutcome {
     pub text: String,
     /// With a JSON schema: the validated object, as JSON text.
     pub structured_output: Option<String>,
+    /// Every text delta the turn relayed, joined: what the client was shown.
+    pub streamed_text: String,
 }
 
 impl TurnOutcome {
@@ -185,6 +187,7 @@ impl TurnOutcome {
             usage: Usage::default(),
             text: String::new(),
             structured_output: None,
+            streamed_text: String::new(),
         }
     }
 

@@ -36,6 +36,7 @@ struct FakeState {
     execs: Vec<Vec<String>>,
     /// What short execs (file writes) received on stdin.
     written: Vec<String>,
+    volumes: HashMap<String, HashMap<String, String>>,
     starts: u64,
 }
 
@@ -212,6 +213,38 @@ impl ContainerRuntime for FakeRuntime {
                 labels: c.labels.clone(),
                 running: true,
             })
+            .collect())
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.state
+            .lock()
+            .unwrap()
+            .volumes
+            .insert(name.to_string(), labels.clone());
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.state.lock().unwrap().volumes.remove(name);
+        Ok(())
+    }
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .volumes
+            .iter()
+            .filter(|(_, l)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(n, _)| n.clone())
             .collect())
     }
 }
@@ -426,8 +459,13 @@ pub async fn harness() -> TestApp {
     api.openai
         .model_aliases
         .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
+    let sessions =
+        crate::sessions::Sessions::start(pool.clone(), crate::sessions::SessionConfig::default())
+            .await
+            .unwrap();
     let state = AppState {
         pool: pool.clone(),
+        sessions,
         api,
     };
     TestApp { fake, pool, state }
@@ -466,6 +504,7 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
+        self.state.sessions.shutdown().await;
         self.pool.shutdown(Duration::from_secs(2)).await;
         assert!(self.fake.container_ids().is_empty());
     }

@@ -28,6 +28,8 @@ pub mod pool;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod session_routes;
+pub mod sessions;
 pub mod worker;
 
 #[cfg(test)]

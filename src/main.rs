@@ -63,11 +63,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         LaunchProfile::default(),
     )
     .await?;
+    let sessions = ccpool::sessions::Sessions::start(pool.clone(), args.session_config()).await?;
     tracing::info!(listen = %args.listen, "serving");
     let served = axum::serve(
         listener,
         app(AppState {
             pool: pool.clone(),
+            sessions: sessions.clone(),
             api: args.api_settings(),
         }),
     )

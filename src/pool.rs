@@ -25,7 +25,7 @@ use crate::domain::{
     LaunchProfile, ModelInfo, OwnerKey, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
 };
 use crate::runtime::{ContainerRuntime, LABEL_INSTANCE, LABEL_MANAGED, RuntimeError};
-use crate::worker::{Worker, WorkerSettings};
+use crate::worker::{SessionWorkspace, Worker, WorkerSettings};
 
 /// What happens to a worker after it served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -860,31 +860,131 @@ impl Lease {
     /// Starts the turn in a task the pool owns and returns its events. Dropping the stream
     /// interrupts the turn; the worker is then reset and kept, or retired, by policy.
     pub fn start_turn(mut self, request: TurnRequest) -> TurnStream {
-        let mut worker = self.worker.take().expect("a lease is consumed once");
+        let worker = self.worker.take().expect("a lease is consumed once");
         let owner = self.owner.clone();
         let pool = self.pool.clone();
-        pool.counters.turns.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(pool.config.turn_channel_capacity);
-        let cancel = pool.cancel.child_token();
-        let stream_cancel = cancel.clone();
-        let span = tracing::debug_span!("turn", worker = %worker.id());
-        pool.tasks.spawn(tracing::Instrument::instrument(
-            {
-                let pool = pool.clone();
-                async move {
-                    let outcome = worker.run_turn(request, &tx, &cancel).await;
-                    let _ = tx.send(TurnItem::Finished(outcome.clone())).await;
-                    drop(tx);
-                    pool.release(worker, &owner, &outcome).await;
-                    pool.releases.send_modify(|n| *n += 1);
-                }
+        spawn_turn(
+            &self.pool,
+            worker,
+            request,
+            move |worker, outcome, reply| async move {
+                // The client has its answer first; the reset (`/clear`) happens after.
+                reply.await;
+                pool.release(worker, &owner, &outcome).await;
             },
-            span,
-        ));
-        TurnStream {
-            rx,
-            cancel: stream_cancel,
+        )
+    }
+}
+
+/// Runs one turn in a task the pool owns and returns its events. `finish` gets the worker,
+/// the outcome, and the future that sends the final `Finished` item; it decides whether that
+/// is sent before or after it puts the worker away.
+fn spawn_turn<W, F, Fut>(
+    pool: &Arc<PoolInner>,
+    mut worker: W,
+    request: TurnRequest,
+    finish: F,
+) -> TurnStream
+where
+    W: std::ops::DerefMut<Target = Worker> + Send + 'static,
+    F: FnOnce(W, TurnOutcome, futures::future::BoxFuture<'static, ()>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    pool.counters.turns.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(pool.config.turn_channel_capacity);
+    let cancel = pool.cancel.child_token();
+    let stream_cancel = cancel.clone();
+    let span = tracing::debug_span!("turn", worker = %worker.id());
+    let releases = pool.clone();
+    pool.tasks.spawn(tracing::Instrument::instrument(
+        async move {
+            let outcome = worker.run_turn(request, &tx, &cancel).await;
+            let last = TurnItem::Finished(outcome.clone());
+            let reply: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+                let _ = tx.send(last).await;
+            });
+            finish(worker, outcome, reply).await;
+            releases.releases.send_modify(|n| *n += 1);
+        },
+        span,
+    ));
+    TurnStream {
+        rx,
+        cancel: stream_cancel,
+    }
+}
+
+impl WarmPool {
+    /// Starts a worker outside the shared reservoirs, for a session: its workspace is the
+    /// session's volume, and it holds a capacity slot until it is dropped.
+    pub async fn start_dedicated(
+        &self,
+        profile: LaunchProfile,
+        workspace: SessionWorkspace,
+    ) -> Result<Worker, PoolError> {
+        let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(PoolError::Closed);
         }
+        let limit = inner.config.checkout_timeout;
+        let slot = async {
+            loop {
+                if let Ok(permit) = inner.capacity.clone().try_acquire_owned() {
+                    return Ok(permit);
+                }
+                if !inner.evict_one_idle() {
+                    return inner
+                        .capacity
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| PoolError::Closed);
+                }
+            }
+        };
+        let permit = tokio::time::timeout(limit, slot)
+            .await
+            .map_err(|_| PoolError::Busy(limit))??;
+        let mut worker = Worker::start_in(
+            inner.runtime.clone(),
+            inner.settings.clone(),
+            profile,
+            Some(&workspace),
+        )
+        .await
+        .map_err(|e| {
+            inner
+                .counters
+                .start_failures
+                .fetch_add(1, Ordering::Relaxed);
+            PoolError::StartFailed(e.to_string())
+        })?;
+        inner.counters.started.fetch_add(1, Ordering::Relaxed);
+        worker.attach(permit, inner.graveyard.clone());
+        Ok(worker)
+    }
+
+    /// Runs a turn on a worker the caller owns (a session's). `done` gets the worker and the
+    /// outcome back before the stream's final `Finished` item is sent, so whoever waits for
+    /// the answer finds the worker put away.
+    pub fn run_owned<F>(&self, worker: Worker, request: TurnRequest, done: F) -> TurnStream
+    where
+        F: FnOnce(Worker, &TurnOutcome) + Send + 'static,
+    {
+        spawn_turn(
+            &self.inner,
+            Box::new(worker),
+            request,
+            move |worker, outcome, reply| async move {
+                done(*worker, &outcome);
+                reply.await;
+            },
+        )
+    }
+
+    /// The container runtime the pool uses.
+    pub fn runtime(&self) -> Arc<dyn ContainerRuntime> {
+        self.inner.runtime.clone()
     }
 }
 

@@ -18,6 +18,8 @@ pub const LABEL_INSTANCE: &str = "ccpool.instance";
 pub const LABEL_WORKER: &str = "ccpool.worker";
 /// The launch profile's fingerprint.
 pub const LABEL_PROFILE: &str = "ccpool.profile";
+/// The session a container or volume belongs to.
+pub const LABEL_SESSION: &str = "ccpool.session";
 
 /// A container to create and start.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -32,6 +34,8 @@ pub struct ContainerSpec {
     pub read_only_rootfs: bool,
     /// Mount point → tmpfs options (`size=…,uid=…`).
     pub tmpfs: Vec<(String, String)>,
+    /// Named volume → mount point.
+    pub volumes: Vec<(String, String)>,
     /// Capabilities to drop (`ALL`).
     pub cap_drop: Vec<String>,
     /// `no-new-privileges` and similar.
@@ -99,6 +103,12 @@ pub enum RuntimeError {
     ExecOutput(String),
     #[error("container {0} not found")]
     NotFound(String),
+    #[error("creating volume {name}: {cause}")]
+    CreateVolume { name: String, cause: String },
+    #[error("removing volume {name}: {cause}")]
+    RemoveVolume { name: String, cause: String },
+    #[error("listing volumes: {0}")]
+    ListVolumes(String),
 }
 
 /// What ccpool needs from a container engine.
@@ -123,4 +133,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// Creates a named volume with labels (creating one that exists succeeds).
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError>;
+
+    /// Removes a named volume; removing one that is gone succeeds.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
+
+    /// Names of the volumes that carry every one of `labels`.
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError>;
 }

@@ -67,6 +67,16 @@ pub fn worker_labels(instance: &str, worker: &str, profile: &str) -> HashMap<Str
 impl SandboxConfig {
     /// The container of one worker. No Docker socket or host path is ever mounted.
     pub fn container_spec(&self, labels: HashMap<String, String>) -> ContainerSpec {
+        self.container_spec_in(labels, None)
+    }
+
+    /// The container of one worker whose workspace is a named volume (a session's) rather
+    /// than a tmpfs.
+    pub fn container_spec_in(
+        &self,
+        labels: HashMap<String, String>,
+        workspace_volume: Option<&str>,
+    ) -> ContainerSpec {
         let (uid, gid) = self
             .user
             .split_once(':')
@@ -84,11 +94,20 @@ impl SandboxConfig {
             env: vec![("HOME".into(), self.home.clone())],
             labels,
             read_only_rootfs: self.read_only_rootfs,
-            tmpfs: vec![
-                ("/tmp".into(), format!("rw,nosuid,nodev,{size},mode=1777")),
+            tmpfs: [
+                (
+                    "/tmp".to_string(),
+                    format!("rw,nosuid,nodev,{size},mode=1777"),
+                ),
                 (self.home.clone(), owned.clone()),
                 (self.workspace.clone(), owned),
-            ],
+            ]
+            .into_iter()
+            .filter(|(mount, _)| workspace_volume.is_none() || *mount != self.workspace)
+            .collect(),
+            volumes: workspace_volume
+                .map(|v| vec![(v.to_string(), self.workspace.clone())])
+                .unwrap_or_default(),
             cap_drop: if self.cap_drop_all {
                 vec!["ALL".into()]
             } else {
@@ -134,6 +153,17 @@ mod tests {
             spec.labels.get("ccpool.instance").map(String::as_str),
             Some("i1")
         );
+    }
+
+    #[test]
+    fn a_session_workspace_is_a_volume_instead_of_a_tmpfs() {
+        let spec = SandboxConfig::default().container_spec_in(HashMap::new(), Some("vol-a"));
+        assert_eq!(
+            spec.volumes,
+            vec![("vol-a".to_string(), "/workspace".to_string())]
+        );
+        let mounts: Vec<&str> = spec.tmpfs.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(mounts, vec!["/tmp", "/home/claude"]);
     }
 
     #[test]

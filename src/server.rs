@@ -16,7 +16,70 @@ use crate::pool::WarmPool;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: WarmPool,
+    pub sessions: crate::sessions::Sessions,
     pub api: ApiSettings,
+}
+
+/// The session a chat request names: the `{session}` of a `/sessions/{session}/…` path, or
+/// the `x-session-id` header. Options for a session created by this request come from
+/// `x-ccpool-session-tools: on`.
+pub struct SessionTarget {
+    pub id: Option<String>,
+    pub options: crate::sessions::SessionOptions,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionTarget {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let from_path = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(k, _)| *k == "session")
+                    .map(|(_, v)| v.to_string())
+            });
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let id = from_path.or_else(|| header("x-session-id"));
+        let tools = header("x-ccpool-session-tools")
+            .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"));
+        Ok(SessionTarget {
+            id,
+            options: crate::sessions::SessionOptions {
+                tools,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// Adds the session headers to a response: which session, and whether it forked.
+pub fn session_headers(
+    mut response: axum::response::Response,
+    session: Option<(&str, bool)>,
+) -> axum::response::Response {
+    if let Some((id, forked)) = session {
+        let headers = response.headers_mut();
+        if let Ok(v) = axum::http::HeaderValue::from_str(id) {
+            headers.insert("x-ccpool-session", v);
+        }
+        headers.insert(
+            "x-ccpool-session-forked",
+            axum::http::HeaderValue::from_static(if forked { "true" } else { "false" }),
+        );
+    }
+    response
 }
 
 /// Settings of the HTTP APIs.
@@ -41,9 +104,15 @@ impl Default for ApiSettings {
 }
 
 pub fn app(state: AppState) -> Router {
+    let chat_routes = || {
+        Router::new()
+            .merge(crate::anthropic::routes())
+            .merge(crate::openai::routes())
+    };
     Router::new()
-        .merge(crate::anthropic::routes())
-        .merge(crate::openai::routes())
+        .merge(chat_routes())
+        .nest("/sessions/{session}", chat_routes())
+        .merge(crate::session_routes::routes())
         .merge(crate::models::routes())
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/status", get(status))

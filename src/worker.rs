@@ -21,15 +21,23 @@ use crate::cli::{
 };
 use crate::credentials::Credentials;
 use crate::domain::{
-    HistoryMessage, LaunchProfile, ModelInfo, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+    BlockDelta, HistoryMessage, LaunchProfile, ModelInfo, TurnEvent, TurnItem, TurnOutcome,
+    TurnRequest, TurnStatus,
 };
-use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, RuntimeError};
+use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
 
 /// Where the CLI's PID is written inside the container, so it can be killed on its own.
 const CLI_PID_FILE: &str = "/tmp/ccpool-cli.pid";
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 2048;
+
+/// The session a dedicated worker belongs to, and the volume that is its workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionWorkspace {
+    pub session_id: String,
+    pub volume: String,
+}
 
 /// Settings every worker shares.
 #[derive(Clone, Debug)]
@@ -136,9 +144,24 @@ impl Worker {
         settings: Arc<WorkerSettings>,
         profile: LaunchProfile,
     ) -> Result<Worker, WorkerError> {
+        Self::start_in(runtime, settings, profile, None).await
+    }
+
+    /// Starts a worker whose workspace is a session's volume (labelled with the session).
+    pub async fn start_in(
+        runtime: Arc<dyn ContainerRuntime>,
+        settings: Arc<WorkerSettings>,
+        profile: LaunchProfile,
+        session: Option<&SessionWorkspace>,
+    ) -> Result<Worker, WorkerError> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let labels = worker_labels(&settings.instance_id, &id, &profile.fingerprint());
-        let spec = settings.sandbox.container_spec(labels);
+        let mut labels = worker_labels(&settings.instance_id, &id, &profile.fingerprint());
+        if let Some(session) = session {
+            labels.insert(LABEL_SESSION.to_string(), session.session_id.clone());
+        }
+        let spec = settings
+            .sandbox
+            .container_spec_in(labels, session.map(|s| s.volume.as_str()));
         let container_id = runtime.start_container(&spec).await?;
         match Self::launch_cli(&runtime, &settings, &container_id, id.clone(), profile).await {
             Ok(worker) => Ok(worker),
@@ -273,6 +296,11 @@ impl Worker {
 
     pub fn age(&self) -> Duration {
         self.created.elapsed()
+    }
+
+    /// The model the CLI uses now; `None` is its default.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     /// The models the CLI listed when it started.
@@ -463,6 +491,7 @@ impl Worker {
         let grace = self.settings.interrupt_grace;
         // Set once the CLI has been asked to stop: until when it may take, and why.
         let mut stopping: Option<(tokio::time::Instant, Option<String>)> = None;
+        let mut streamed_text = String::new();
         loop {
             let wait = match stopping {
                 Some((deadline, _)) => {
@@ -509,6 +538,13 @@ impl Worker {
                             continue;
                         }
                         if let Some(event) = event.to_turn_event() {
+                            if let TurnEvent::BlockDelta {
+                                delta: BlockDelta::Text(text),
+                                ..
+                            } = &event
+                            {
+                                streamed_text.push_str(text);
+                            }
                             if out.send(TurnItem::Event(event)).await.is_err() {
                                 stopping = Some(self.interrupt(None).await);
                             }
@@ -516,6 +552,7 @@ impl Worker {
                     }
                     CliEvent::Result(result) => {
                         let mut outcome = result.outcome();
+                        outcome.streamed_text = std::mem::take(&mut streamed_text);
                         if let Some((_, Some(failure))) = stopping {
                             // The watchdog fired: the turn failed even if the CLI ended it.
                             self.mark_broken(failure.clone());
@@ -744,6 +781,42 @@ fn model_infos(init: &Value) -> Vec<ModelInfo> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What a short command printed and how it exited.
+pub struct CommandOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a short command in a container to its end, feeding it `stdin`, and collects its output.
+pub async fn run_command(
+    runtime: &dyn ContainerRuntime,
+    container_id: &str,
+    spec: &ExecSpec,
+    stdin: &[u8],
+) -> Result<CommandOutput, WorkerError> {
+    let mut process = runtime.exec(container_id, spec).await?;
+    process
+        .stdin
+        .write_all(stdin)
+        .await
+        .map_err(WorkerError::Stdin)?;
+    process.stdin.shutdown().await.map_err(WorkerError::Stdin)?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while let Some(frame) = process.output.next().await {
+        match frame? {
+            ExecOutput::Stdout(b) => stdout.extend_from_slice(&b),
+            ExecOutput::Stderr(b) => stderr.extend_from_slice(&b),
+        }
+    }
+    let exit_code = runtime.exec_exit_code(&process.id).await?.unwrap_or(-1);
+    Ok(CommandOutput {
+        exit_code,
+        stdout,
+        stderr,
+    })
 }
 
 /// Runs a short command to its end, feeding it `stdin`; returns its exit code.

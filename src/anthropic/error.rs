@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::chat::ChatFailure;
 use crate::pool::PoolError;
+use crate::sessions::SessionError;
 
 /// An error answer of the Anthropic API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +64,27 @@ impl AnthropicError {
                 "ccpool is shutting down",
             ),
         }
+    }
+
+    pub fn from_session(e: &SessionError) -> Self {
+        let (status, kind) = match e {
+            SessionError::InvalidId(_)
+            | SessionError::InvalidPath(_)
+            | SessionError::SystemPromptChanged(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            SessionError::NotFound(_) | SessionError::FileNotFound(_) => {
+                (StatusCode::NOT_FOUND, "not_found_error")
+            }
+            SessionError::OutsideWorkspace(_) => (StatusCode::FORBIDDEN, "permission_error"),
+            SessionError::Exists(_) | SessionError::Busy(_) => {
+                (StatusCode::CONFLICT, "invalid_request_error")
+            }
+            SessionError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            SessionError::Pool(p) => return Self::from_pool(p),
+            SessionError::Container(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+        };
+        Self::new(status, kind, e.to_string())
     }
 
     pub fn from_failure(failure: &ChatFailure) -> Self {

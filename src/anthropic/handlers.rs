@@ -17,7 +17,7 @@ use super::AnthropicError;
 use super::translate::{MessageBuilder, estimate_tokens, parse, sse_event, to_chat};
 use super::wire::{CountTokensRequest, MessagesRequest};
 use crate::chat::{self, ChatItem, ChatStream};
-use crate::server::{AppState, owner_of};
+use crate::server::{AppState, SessionTarget, owner_of, session_headers};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -46,9 +46,14 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
-async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn messages(
+    State(state): State<AppState>,
+    session: SessionTarget,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
-    let response = match serve(state, &headers, body).await {
+    let response = match serve(state, session, &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
@@ -57,6 +62,7 @@ async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body)
 
 async fn serve(
     state: AppState,
+    session: SessionTarget,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, AnthropicError> {
@@ -65,9 +71,23 @@ async fn serve(
     let model = request.model.clone();
     let streaming = request.stream.unwrap_or(false);
     let chat = to_chat(request, owner_of(headers))?;
-    let mut stream = chat::start(&state.pool, chat)
-        .await
-        .map_err(|e| AnthropicError::from_pool(&e))?;
+    let (mut stream, forked) = match &session.id {
+        Some(id) => {
+            let started = state
+                .sessions
+                .start_chat(id, chat, session.options.clone())
+                .await
+                .map_err(|e| AnthropicError::from_session(&e))?;
+            (started.stream, Some(started.forked))
+        }
+        None => {
+            let stream = chat::start(&state.pool, chat)
+                .await
+                .map_err(|e| AnthropicError::from_pool(&e))?;
+            (stream, None)
+        }
+    };
+    let tag = |response: Response| session_headers(response, session.id.as_deref().zip(forked));
 
     // Hold the status line until the first item: an error before anything streamed gets its
     // own HTTP status, like the real API's.
@@ -80,11 +100,13 @@ async fn serve(
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let items = futures::stream::iter(first).chain(stream);
     if streaming {
-        Ok(sse(items, id, model, state.api.ping_interval).into_response())
+        Ok(tag(
+            sse(items, id, model, state.api.ping_interval).into_response()
+        ))
     } else {
         collect(items, &id, &model)
             .await
-            .map(|m| Json(m).into_response())
+            .map(|m| tag(Json(m).into_response()))
     }
 }
 

@@ -379,6 +379,7 @@ impl ResultLine {
                 .as_ref()
                 .filter(|v| !v.is_null())
                 .map(Value::to_string),
+            streamed_text: String::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::chat::ChatFailure;
 use crate::pool::PoolError;
+use crate::sessions::SessionError;
 
 /// An error answer of the OpenAI API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,44 @@ impl OpenAiError {
                 "server_error",
                 "ccpool is shutting down",
             ),
+        }
+    }
+
+    pub fn from_session(e: &SessionError) -> Self {
+        let (status, kind, code) = match e {
+            SessionError::InvalidId(_)
+            | SessionError::InvalidPath(_)
+            | SessionError::SystemPromptChanged(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_value",
+            ),
+            SessionError::NotFound(_) | SessionError::FileNotFound(_) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
+            }
+            SessionError::OutsideWorkspace(_) => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "outside_workspace",
+            ),
+            SessionError::Exists(_) | SessionError::Busy(_) => {
+                (StatusCode::CONFLICT, "invalid_request_error", "conflict")
+            }
+            SessionError::TooMany(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too_many_sessions",
+            ),
+            SessionError::Pool(p) => return Self::from_pool(p),
+            SessionError::Container(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "container_failed",
+            ),
+        };
+        OpenAiError {
+            code: Some(code),
+            ..Self::new(status, kind, e.to_string())
         }
     }
 

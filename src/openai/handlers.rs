@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use super::OpenAiError;
 use super::translate::{ChunkWriter, CompletionBuilder, parse, to_chat};
 use crate::chat::{self, ChatFailure, ChatItem};
-use crate::server::{AppState, owner_of, read_body};
+use crate::server::{AppState, SessionTarget, owner_of, read_body, session_headers};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -24,14 +24,24 @@ pub fn routes() -> Router<AppState> {
         .route("/openai/v1/chat/completions", post(completions))
 }
 
-async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match serve(state, &headers, body).await {
+async fn completions(
+    State(state): State<AppState>,
+    session: SessionTarget,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match serve(state, session, &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn serve(state: AppState, headers: &HeaderMap, body: Body) -> Result<Response, OpenAiError> {
+async fn serve(
+    state: AppState,
+    session: SessionTarget,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OpenAiError> {
     let body = read_body(body, state.api.max_body_bytes)
         .await
         .map_err(|e| OpenAiError {
@@ -48,9 +58,23 @@ async fn serve(state: AppState, headers: &HeaderMap, body: Body) -> Result<Respo
     let request = parse(&body)?;
     let model = request.model.clone();
     let translated = to_chat(request, owner_of(headers), &state.api.openai)?;
-    let mut stream = chat::start(&state.pool, translated.chat)
-        .await
-        .map_err(|e| OpenAiError::from_pool(&e))?;
+    let (mut stream, forked) = match &session.id {
+        Some(id) => {
+            let started = state
+                .sessions
+                .start_chat(id, translated.chat, session.options.clone())
+                .await
+                .map_err(|e| OpenAiError::from_session(&e))?;
+            (started.stream, Some(started.forked))
+        }
+        None => {
+            let stream = chat::start(&state.pool, translated.chat)
+                .await
+                .map_err(|e| OpenAiError::from_pool(&e))?;
+            (stream, None)
+        }
+    };
+    let tag = |response: Response| session_headers(response, session.id.as_deref().zip(forked));
 
     // An error before anything streamed gets its own HTTP status.
     let first = stream.next().await;
@@ -67,7 +91,9 @@ async fn serve(state: AppState, headers: &HeaderMap, body: Body) -> Result<Respo
     let items = futures::stream::iter(first).chain(stream);
     if translated.stream {
         let writer = ChunkWriter::new(id, created, model, translated.include_usage);
-        Ok(sse(items, writer, state.api.ping_interval).into_response())
+        Ok(tag(
+            sse(items, writer, state.api.ping_interval).into_response()
+        ))
     } else {
         let mut completion = CompletionBuilder::default();
         let mut items = Box::pin(items);
@@ -77,7 +103,9 @@ async fn serve(state: AppState, headers: &HeaderMap, body: Body) -> Result<Respo
                     if let Some(failure) = &end.failure {
                         return Err(OpenAiError::from_failure(failure));
                     }
-                    return Ok(Json(completion.finish(&end, &id, created, &model)).into_response());
+                    return Ok(tag(
+                        Json(completion.finish(&end, &id, created, &model)).into_response()
+                    ));
                 }
                 event => completion.push(&event),
             }

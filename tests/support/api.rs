@@ -4,17 +4,23 @@ use std::time::Duration;
 
 use ccpool::pool::WarmPool;
 use ccpool::server::{ApiSettings, AppState, app};
+use ccpool::sessions::{SessionConfig, Sessions};
 use tokio_util::sync::CancellationToken;
 
 /// A running ccpool HTTP server; `stop` ends it.
 pub struct Server {
     pub base_url: String,
+    pub sessions: Sessions,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     pub async fn start(pool: &WarmPool) -> Server {
+        Self::start_with(pool, SessionConfig::default()).await
+    }
+
+    pub async fn start_with(pool: &WarmPool, session_config: SessionConfig) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
@@ -25,8 +31,10 @@ impl Server {
         api.openai
             .model_aliases
             .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
+        let sessions = Sessions::start(pool.clone(), session_config).await.unwrap();
         let state = AppState {
             pool: pool.clone(),
+            sessions: sessions.clone(),
             api,
         };
         let shutdown = stop.clone();
@@ -38,12 +46,14 @@ impl Server {
         });
         Server {
             base_url,
+            sessions,
             stop,
             task,
         }
     }
 
     pub async fn stop(self) {
+        self.sessions.shutdown().await;
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }

@@ -84,7 +84,28 @@ impl std::ops::Deref for TestPool {
 
 impl Drop for TestPool {
     fn drop(&mut self) {
-        remove_by_label_blocking(&format!("{LABEL_INSTANCE}={}", self.instance));
+        let label = format!("{LABEL_INSTANCE}={}", self.instance);
+        remove_by_label_blocking(&label);
+        remove_volumes_blocking(&label);
+    }
+}
+
+/// Removes every volume carrying `label` with the docker CLI (usable from `Drop`).
+pub fn remove_volumes_blocking(label: &str) {
+    let listed = std::process::Command::new("docker")
+        .args(["volume", "ls", "-q", "--filter", &format!("label={label}")])
+        .output();
+    if let Ok(out) = listed {
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !names.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&names)
+                .output();
+        }
     }
 }
 

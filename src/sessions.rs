@@ -1,0 +1,787 @@
+//! Isolated sessions: one sandbox per conversation. A session owns a container of its own
+//! (never shared), a workspace volume, and a live CLI conversation. Follow-up turns send
+//! only what is new; a diverged history forks by replaying a transcript. Sessions expire
+//! after an idle TTL; ending one removes its container and (unless kept) its volume.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::{ChatRequest, ChatStream};
+use crate::domain::{ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnStatus};
+use crate::pool::{PoolError, WarmPool};
+use crate::runtime::{ExecSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION};
+use crate::worker::{SessionWorkspace, Worker, run_command};
+
+/// What a second request to a busy session gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusyPolicy {
+    /// Wait for the running turn (bounded by the pool's checkout timeout).
+    Wait,
+    /// Answer 409 at once.
+    Reject,
+}
+
+/// What happens at startup to the sessions an earlier run of this instance left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Their containers and volumes are removed.
+    Remove,
+    /// Their workspaces (volumes) are kept and the sessions registered again; their next
+    /// request gets a new container on the same workspace and replays the history it sends.
+    Adopt,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub ttl: Duration,
+    pub max_sessions: usize,
+    pub on_busy: BusyPolicy,
+    pub keep_volumes: bool,
+    pub on_restart: RestartPolicy,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            ttl: Duration::from_secs(30 * 60),
+            max_sessions: 16,
+            on_busy: BusyPolicy::Wait,
+            keep_volumes: false,
+            on_restart: RestartPolicy::Remove,
+        }
+    }
+}
+
+/// Options a session is created with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// The CLI's built-in tools inside the sandbox (permissions bypassed: the container is
+    /// the boundary).
+    pub tools: bool,
+    pub system_prompt: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid session id: {0}")]
+    InvalidId(String),
+    #[error("no session {0}")]
+    NotFound(String),
+    #[error("session {0} exists already")]
+    Exists(String),
+    #[error("the maximum of {0} sessions is reached")]
+    TooMany(usize),
+    #[error("session {0} is serving another request")]
+    Busy(String),
+    #[error("the system prompt of session {0} was fixed when it was created")]
+    SystemPromptChanged(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("{0} is outside the workspace")]
+    OutsideWorkspace(String),
+    #[error("no file {0} in the workspace")]
+    FileNotFound(String),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("the session's container failed: {0}")]
+    Container(String),
+}
+
+/// A snapshot of a session, for the listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_used: u64,
+    pub model: Option<String>,
+    pub turns: u64,
+    pub forks: u64,
+    pub tools: bool,
+    pub container: Option<String>,
+    pub volume: String,
+}
+
+/// What the listing shows, kept outside the turn lock so it is readable while busy.
+#[derive(Clone, Debug)]
+struct SessionInfo {
+    last_used: Instant,
+    last_used_wall: SystemTime,
+    model: Option<String>,
+    turns: u64,
+    forks: u64,
+    container: Option<String>,
+}
+
+struct Session {
+    id: String,
+    volume: String,
+    created: SystemTime,
+    options: SessionOptions,
+    info: Mutex<SessionInfo>,
+    /// Held for the duration of a turn.
+    state: Arc<tokio::sync::Mutex<SessionState>>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    worker: Option<Worker>,
+    /// What the live CLI conversation holds, as the client saw it; `None` when unknown (a
+    /// cut or failed turn), which makes the next request replay.
+    transcript: Option<Vec<HistoryMessage>>,
+    profile: Option<LaunchProfile>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Session ids: 1 to 64 letters, digits, `-` or `_`.
+pub fn validate_id(id: &str) -> Result<(), SessionError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::InvalidId(
+            "use 1 to 64 letters, digits, '-' or '_'".into(),
+        ))
+    }
+}
+
+/// Workspace paths: relative, no `..`, no empty or odd components.
+pub fn validate_path(path: &str) -> Result<(), SessionError> {
+    let bad = |why: &str| Err(SessionError::InvalidPath(format!("{path:?}: {why}")));
+    if path.is_empty() || path.len() > 1024 {
+        return bad("must be 1 to 1024 characters");
+    }
+    if path.starts_with('/') {
+        return bad("absolute paths are not allowed");
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return bad("must not contain NUL or backslashes");
+    }
+    if path.split('/').any(|c| c == "..") {
+        return bad("'..' is not allowed");
+    }
+    if path.split('/').any(|c| c.is_empty() || c == ".") {
+        return bad("empty or '.' components are not allowed");
+    }
+    Ok(())
+}
+
+/// How a request relates to what the session holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Continuation {
+    /// The history extends the session's: send only these new user turns.
+    Append(Vec<ContentBlock>),
+    /// The history diverges (or is unknown): replay it.
+    Replay,
+    /// The client starts over with no history: reset, then send the prompt.
+    Restart,
+}
+
+fn continuation(known: Option<&[HistoryMessage]>, history: &[HistoryMessage]) -> Continuation {
+    match known {
+        Some(known) if history.len() >= known.len() && history[..known.len()] == *known => {
+            let rest = &history[known.len()..];
+            if rest.iter().all(|m| m.role == Role::User) {
+                Continuation::Append(rest.iter().flat_map(|m| m.content.clone()).collect())
+            } else {
+                Continuation::Replay
+            }
+        }
+        _ if history.is_empty() => Continuation::Restart,
+        _ => Continuation::Replay,
+    }
+}
+
+/// A started session turn.
+pub struct SessionChat {
+    pub stream: ChatStream,
+    /// The history diverged from the session's and was replayed.
+    pub forked: bool,
+}
+
+struct SessionsInner {
+    pool: WarmPool,
+    config: SessionConfig,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// The sessions of this instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<SessionsInner>,
+}
+
+impl Sessions {
+    /// Applies the restart policy to what an earlier run left and starts the TTL reaper.
+    pub async fn start(pool: WarmPool, config: SessionConfig) -> Result<Sessions, SessionError> {
+        let inner = Arc::new(SessionsInner {
+            pool,
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        let sessions = Sessions { inner };
+        sessions.restart_policy().await?;
+        let reaper = sessions.clone();
+        let cancel = sessions.inner.cancel.clone();
+        sessions.inner.tasks.spawn(async move {
+            let tick = (reaper.inner.config.ttl / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(tick) => reaper.expire().await,
+                }
+            }
+        });
+        Ok(sessions)
+    }
+
+    fn instance(&self) -> String {
+        self.inner.pool.settings().instance_id.clone()
+    }
+
+    fn volume_name(&self, id: &str) -> String {
+        format!("ccpool-{}-session-{id}", self.instance())
+    }
+
+    async fn restart_policy(&self) -> Result<(), SessionError> {
+        let runtime = self.inner.pool.runtime();
+        let instance = self.instance();
+        let volumes = runtime
+            .list_volumes(&[(LABEL_MANAGED, "true"), (LABEL_INSTANCE, &instance)])
+            .await
+            .map_err(|e| SessionError::Container(e.to_string()))?;
+        let prefix = format!("ccpool-{instance}-session-");
+        for volume in volumes {
+            let Some(id) = volume.strip_prefix(&prefix).map(str::to_string) else {
+                continue;
+            };
+            match self.inner.config.on_restart {
+                RestartPolicy::Remove => {
+                    if let Err(e) = runtime.remove_volume(&volume).await {
+                        tracing::warn!(cause = %e, "removing an earlier session's volume");
+                    }
+                }
+                RestartPolicy::Adopt => {
+                    tracing::info!(session = %id, "adopted an earlier session's workspace");
+                    let session = self.new_session(&id, SessionOptions::default());
+                    lock(&self.inner.sessions).insert(id, session);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_session(&self, id: &str, options: SessionOptions) -> Arc<Session> {
+        let now = SystemTime::now();
+        Arc::new(Session {
+            id: id.to_string(),
+            volume: self.volume_name(id),
+            created: now,
+            info: Mutex::new(SessionInfo {
+                last_used: Instant::now(),
+                last_used_wall: now,
+                model: options.model.clone(),
+                turns: 0,
+                forks: 0,
+                container: None,
+            }),
+            options,
+            state: Arc::new(tokio::sync::Mutex::new(SessionState::default())),
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+        validate_id(id)?;
+        lock(&self.inner.sessions)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))
+    }
+
+    fn get_or_insert(
+        &self,
+        id: &str,
+        options: SessionOptions,
+    ) -> Result<(Arc<Session>, bool), SessionError> {
+        validate_id(id)?;
+        let mut sessions = lock(&self.inner.sessions);
+        if let Some(session) = sessions.get(id) {
+            return Ok((session.clone(), false));
+        }
+        if sessions.len() >= self.inner.config.max_sessions {
+            return Err(SessionError::TooMany(self.inner.config.max_sessions));
+        }
+        let session = self.new_session(id, options);
+        sessions.insert(id.to_string(), session.clone());
+        Ok((session, true))
+    }
+
+    /// Creates a session explicitly, with its options, and starts its container.
+    pub async fn create(
+        &self,
+        id: &str,
+        options: SessionOptions,
+    ) -> Result<SessionSummary, SessionError> {
+        let (session, created) = self.get_or_insert(id, options.clone())?;
+        if !created {
+            return Err(SessionError::Exists(id.to_string()));
+        }
+        let profile = LaunchProfile {
+            system_prompt: options.system_prompt.clone(),
+            builtin_tools: options.tools,
+            ..LaunchProfile::default()
+        };
+        let mut state = session.state.clone().lock_owned().await;
+        state.profile = Some(profile.clone());
+        if let Err(e) = self.ensure_worker(&session, &mut state).await {
+            drop(state);
+            self.end(id).await.ok();
+            return Err(e);
+        }
+        drop(state);
+        Ok(self.summary(&session))
+    }
+
+    async fn ensure_worker(
+        &self,
+        session: &Session,
+        state: &mut SessionState,
+    ) -> Result<(), SessionError> {
+        if state.worker.as_mut().is_some_and(|w| w.is_alive()) {
+            return Ok(());
+        }
+        if state.worker.take().is_some() {
+            // The container died: the workspace survives, the conversation must be replayed.
+            state.transcript = None;
+        }
+        let runtime = self.inner.pool.runtime();
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), self.instance()),
+            (LABEL_SESSION.to_string(), session.id.clone()),
+        ]);
+        runtime
+            .create_volume(&session.volume, &labels)
+            .await
+            .map_err(|e| SessionError::Container(e.to_string()))?;
+        let profile = state.profile.clone().unwrap_or_default();
+        let workspace = SessionWorkspace {
+            session_id: session.id.clone(),
+            volume: session.volume.clone(),
+        };
+        let worker = self.inner.pool.start_dedicated(profile, workspace).await?;
+        lock(&session.info).container = Some(worker.container_id().to_string());
+        state.worker = Some(worker);
+        state.transcript = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Serves a chat request in a session (created on first use, with `options`).
+    pub async fn start_chat(
+        &self,
+        id: &str,
+        chat: ChatRequest,
+        options: SessionOptions,
+    ) -> Result<SessionChat, SessionError> {
+        let (session, _) = self.get_or_insert(id, options)?;
+        let mut state = self.lock_state(&session).await?;
+        {
+            let mut info = lock(&session.info);
+            info.last_used = Instant::now();
+            info.last_used_wall = SystemTime::now();
+        }
+        match &state.profile {
+            Some(profile)
+                if chat.profile.system_prompt.is_some()
+                    && chat.profile.system_prompt != profile.system_prompt =>
+            {
+                return Err(SessionError::SystemPromptChanged(id.to_string()));
+            }
+            Some(_) => {}
+            None => {
+                state.profile = Some(LaunchProfile {
+                    builtin_tools: session.options.tools,
+                    system_prompt: chat
+                        .profile
+                        .system_prompt
+                        .clone()
+                        .or(session.options.system_prompt.clone()),
+                    ..chat.profile.clone()
+                });
+            }
+        }
+        self.ensure_worker(&session, &mut state).await?;
+
+        let history = chat.turn.history.clone();
+        let mut sent = chat.turn.clone();
+        let mut forked = false;
+        match continuation(state.transcript.as_deref(), &history) {
+            Continuation::Append(new_user_turns) => {
+                sent.history = Vec::new();
+                sent.content = new_user_turns
+                    .into_iter()
+                    .chain(chat.turn.content.clone())
+                    .collect();
+            }
+            // The full history goes to the worker, which replays it through a transcript; it
+            // is a fork when the session held a conversation already.
+            Continuation::Replay => {
+                forked = state.transcript.as_ref().is_some_and(|t| !t.is_empty())
+            }
+            Continuation::Restart => {
+                forked = state.transcript.as_ref().is_some_and(|t| !t.is_empty());
+                let worker = state.worker.as_mut().expect("ensured above");
+                if worker.uses() > 0 {
+                    worker
+                        .reset(Duration::from_secs(10))
+                        .await
+                        .map_err(|e| SessionError::Container(e.to_string()))?;
+                }
+            }
+        }
+        if forked {
+            lock(&session.info).forks += 1;
+        }
+        if let Some(model) = &chat.turn.model {
+            lock(&session.info).model = Some(model.clone());
+        }
+        let mut client_view = history;
+        client_view.push(HistoryMessage {
+            role: Role::User,
+            content: chat.turn.content.clone(),
+        });
+        let worker = state.worker.take().expect("ensured above");
+        let info_session = session.clone();
+        let stream = self
+            .inner
+            .pool
+            .run_owned(worker, sent, move |worker, outcome| {
+                let mut state: OwnedMutexGuard<SessionState> = state;
+                let whole = outcome.status == TurnStatus::Completed
+                    && matches!(outcome.stop_reason, Some(StopReason::EndTurn) | None)
+                    && worker.broken().is_none();
+                state.transcript = whole.then(|| {
+                    client_view.push(HistoryMessage {
+                        role: Role::Assistant,
+                        content: vec![ContentBlock::Text(outcome.streamed_text.clone())],
+                    });
+                    client_view
+                });
+                if worker.broken().is_none() {
+                    state.worker = Some(worker);
+                } else {
+                    lock(&info_session.info).container = None;
+                }
+                lock(&info_session.info).turns += 1;
+            });
+        let mut stream = ChatStream::new(stream, chat.stop_sequences, chat.include_thinking);
+        stream.agentic = session.options.tools;
+        stream.structured = chat.structured;
+        Ok(SessionChat { stream, forked })
+    }
+
+    async fn lock_state(
+        &self,
+        session: &Session,
+    ) -> Result<OwnedMutexGuard<SessionState>, SessionError> {
+        match self.inner.config.on_busy {
+            BusyPolicy::Reject => session
+                .state
+                .clone()
+                .try_lock_owned()
+                .map_err(|_| SessionError::Busy(session.id.clone())),
+            BusyPolicy::Wait => {
+                let limit = self.inner.pool.config().checkout_timeout;
+                tokio::time::timeout(limit, session.state.clone().lock_owned())
+                    .await
+                    .map_err(|_| SessionError::Busy(session.id.clone()))
+            }
+        }
+    }
+
+    fn summary(&self, session: &Session) -> SessionSummary {
+        let info = lock(&session.info).clone();
+        SessionSummary {
+            id: session.id.clone(),
+            created: unix(session.created),
+            last_used: unix(info.last_used_wall),
+            model: info.model,
+            turns: info.turns,
+            forks: info.forks,
+            tools: session.options.tools,
+            container: info.container,
+            volume: session.volume.clone(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<SessionSummary> {
+        let sessions: Vec<Arc<Session>> = lock(&self.inner.sessions).values().cloned().collect();
+        let mut out: Vec<SessionSummary> = sessions.iter().map(|s| self.summary(s)).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    pub fn describe(&self, id: &str) -> Result<SessionSummary, SessionError> {
+        let session = self.get(id)?;
+        Ok(self.summary(&session))
+    }
+
+    /// Whether the session's container is running, asked of the engine.
+    pub async fn container_running(&self, id: &str) -> bool {
+        let runtime = self.inner.pool.runtime();
+        let instance = self.instance();
+        runtime
+            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, id)])
+            .await
+            .map(|c| c.iter().any(|c| c.running))
+            .unwrap_or(false)
+    }
+
+    /// Ends a session: removes its container and, unless configured to keep them, its volume.
+    pub async fn end(&self, id: &str) -> Result<(), SessionError> {
+        validate_id(id)?;
+        let session = lock(&self.inner.sessions)
+            .remove(id)
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        let runtime = self.inner.pool.runtime();
+        let instance = self.instance();
+        // Take the worker if the session is idle; a running turn fails when its container goes.
+        if let Ok(mut state) = session.state.clone().try_lock_owned() {
+            if let Some(worker) = state.worker.take() {
+                worker.remove().await;
+            }
+        }
+        let containers = runtime
+            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, id)])
+            .await
+            .map_err(|e| SessionError::Container(e.to_string()))?;
+        for c in containers {
+            runtime
+                .remove_container(&c.id)
+                .await
+                .map_err(|e| SessionError::Container(e.to_string()))?;
+        }
+        if !self.inner.config.keep_volumes {
+            runtime
+                .remove_volume(&session.volume)
+                .await
+                .map_err(|e| SessionError::Container(e.to_string()))?;
+        }
+        tracing::info!(session = %id, "session ended");
+        Ok(())
+    }
+
+    /// Ends the sessions idle past the TTL.
+    async fn expire(&self) {
+        let ttl = self.inner.config.ttl;
+        let expired: Vec<String> = lock(&self.inner.sessions)
+            .values()
+            .filter(|s| lock(&s.info).last_used.elapsed() >= ttl && s.state.try_lock().is_ok())
+            .map(|s| s.id.clone())
+            .collect();
+        for id in expired {
+            if let Err(e) = self.end(&id).await {
+                tracing::warn!(session = %id, cause = %e, "ending an expired session");
+            }
+        }
+    }
+
+    async fn container_of(&self, id: &str) -> Result<String, SessionError> {
+        let session = self.get(id)?;
+        if let Some(container) = lock(&session.info).container.clone() {
+            return Ok(container);
+        }
+        let mut state = self.lock_state(&session).await?;
+        self.ensure_worker(&session, &mut state).await?;
+        lock(&session.info)
+            .container
+            .clone()
+            .ok_or_else(|| SessionError::Container("no container".into()))
+    }
+
+    fn file_command(&self, script: &str, path: &str) -> ExecSpec {
+        let sandbox = &self.inner.pool.settings().sandbox;
+        ExecSpec {
+            cmd: vec![
+                "bash".into(),
+                "-c".into(),
+                script.into(),
+                "ccpool-files".into(),
+                sandbox.workspace.clone(),
+                path.into(),
+            ],
+            env: Vec::new(),
+            user: Some(sandbox.user.clone()),
+            working_dir: None,
+        }
+    }
+
+    /// Reads a file of the session's workspace. Symlinks that lead out of it are refused.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, SessionError> {
+        validate_path(path)?;
+        let container = self.container_of(id).await?;
+        let script = r#"p=$(realpath -e -- "$1/$2" 2>/dev/null) || exit 4
+case "$p" in "$1"/*) ;; *) exit 3 ;; esac
+[ -f "$p" ] || exit 4
+exec cat -- "$p""#;
+        let out = run_command(
+            self.inner.pool.runtime().as_ref(),
+            &container,
+            &self.file_command(script, path),
+            b"",
+        )
+        .await
+        .map_err(|e| SessionError::Container(e.to_string()))?;
+        match out.exit_code {
+            0 => Ok(out.stdout),
+            3 => Err(SessionError::OutsideWorkspace(path.to_string())),
+            4 => Err(SessionError::FileNotFound(path.to_string())),
+            code => Err(SessionError::Container(format!(
+                "reading the file failed ({code}): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
+    /// Writes a file into the session's workspace, creating directories. Symlinks that lead
+    /// out of it are refused.
+    pub async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        content: &[u8],
+    ) -> Result<(), SessionError> {
+        validate_path(path)?;
+        let container = self.container_of(id).await?;
+        let script = r#"p=$(realpath -m -- "$1/$2") || exit 3
+case "$p" in "$1"/*) ;; *) exit 3 ;; esac
+[ ! -L "$p" ] || exit 3
+mkdir -p -- "$(dirname -- "$p")" || exit 5
+d=$(realpath -e -- "$(dirname -- "$p")") || exit 3
+case "$d/" in "$1"/*) ;; *) exit 3 ;; esac
+exec cat > "$p""#;
+        let out = run_command(
+            self.inner.pool.runtime().as_ref(),
+            &container,
+            &self.file_command(script, path),
+            content,
+        )
+        .await
+        .map_err(|e| SessionError::Container(e.to_string()))?;
+        match out.exit_code {
+            0 => Ok(()),
+            3 => Err(SessionError::OutsideWorkspace(path.to_string())),
+            code => Err(SessionError::Container(format!(
+                "writing the file failed ({code}): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
+    /// Ends every session (their containers; volumes unless kept) and stops the reaper.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let ids: Vec<String> = lock(&self.inner.sessions).keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.end(&id).await {
+                tracing::warn!(session = %id, cause = %e, "ending a session at shutdown");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, text: &str) -> HistoryMessage {
+        HistoryMessage {
+            role,
+            content: vec![ContentBlock::Text(text.into())],
+        }
+    }
+
+    #[test]
+    fn ids_and_paths_are_validated() {
+        for ok in ["a", "session-1", "A_b-9", &"x".repeat(64)] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "../x", "a/b", &"x".repeat(65), "é"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+        for ok in ["a.txt", "dir/b.md", "deep/er/c"] {
+            assert!(validate_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a/..",
+        ] {
+            assert!(validate_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_history_that_extends_the_session_sends_only_the_new_user_turns() {
+        let known = vec![msg(Role::User, "q1"), msg(Role::Assistant, "a1")];
+        let mut history = known.clone();
+        history.push(msg(Role::User, "q2 part one"));
+        assert_eq!(
+            continuation(Some(&known), &known),
+            Continuation::Append(Vec::new())
+        );
+        assert_eq!(
+            continuation(Some(&known), &history),
+            Continuation::Append(vec![ContentBlock::Text("q2 part one".into())])
+        );
+    }
+
+    #[test]
+    fn an_edited_or_unknown_history_replays_and_an_empty_one_restarts() {
+        let known = vec![msg(Role::User, "q1"), msg(Role::Assistant, "a1")];
+        let edited = vec![msg(Role::User, "q1 edited"), msg(Role::Assistant, "a1")];
+        assert_eq!(continuation(Some(&known), &edited), Continuation::Replay);
+        let regenerated = vec![msg(Role::User, "q1"), msg(Role::Assistant, "another a1")];
+        assert_eq!(
+            continuation(Some(&known), &regenerated),
+            Continuation::Replay
+        );
+        assert_eq!(continuation(None, &known), Continuation::Replay);
+        assert_eq!(continuation(Some(&known), &[]), Continuation::Restart);
+        assert_eq!(
+            continuation(Some(&[]), &[]),
+            Continuation::Append(Vec::new())
+        );
+    }
+}
