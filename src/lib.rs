@@ -5,6 +5,7 @@
 //! - `domain`: serde-free request and response types every layer shares.
 //! - `anthropic`: the Messages API dialect (wire types, translation, handlers).
 //! - `chat`: the dialect-independent business function over the pool.
+//! - `failure`: the status and kind of every failure, decided once for both dialects.
 //! - `openai`: the Chat Completions dialect; `models`: the model list in both shapes.
 //! - `cli`: the CLI's argv, stdin lines and stream-json output (the only module that knows them).
 //! - `runtime`: the container-engine seam; `docker` implements it with bollard.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod credentials;
 pub mod docker;
 pub mod domain;
+pub mod failure;
 pub mod models;
 pub mod openai;
 pub mod pool;

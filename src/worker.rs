@@ -826,15 +826,7 @@ async fn run_to_end(
     spec: &ExecSpec,
     stdin: &[u8],
 ) -> Result<i64, WorkerError> {
-    let mut process = runtime.exec(container_id, spec).await?;
-    process
-        .stdin
-        .write_all(stdin)
-        .await
-        .map_err(WorkerError::Stdin)?;
-    process.stdin.shutdown().await.map_err(WorkerError::Stdin)?;
-    while let Some(frame) = process.output.next().await {
-        frame?;
-    }
-    Ok(runtime.exec_exit_code(&process.id).await?.unwrap_or(-1))
+    Ok(run_command(runtime, container_id, spec, stdin)
+        .await?
+        .exit_code)
 }

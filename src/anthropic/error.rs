@@ -1,5 +1,5 @@
 //! Errors in the Anthropic shape `{"type":"error","error":{"type":…,"message":…}}` with the
-//! status the real API uses, and the mapping from pool and chat failures.
+//! status the real API uses. Which failure gets which status is decided in `failure`.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::chat::ChatFailure;
+use crate::failure::{Failure, FailureKind};
 use crate::pool::PoolError;
 use crate::sessions::SessionError;
 
@@ -41,99 +42,35 @@ impl AnthropicError {
     }
 
     pub fn from_pool(e: &PoolError) -> Self {
-        match e {
-            PoolError::Busy(waited) => AnthropicError {
-                retry_after: Some(2),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!(
-                        "all ccpool workers are busy (waited {}s); retry shortly",
-                        waited.as_secs()
-                    ),
-                )
-            },
-            PoolError::StartFailed(why) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                format!("ccpool could not start a worker: {why}"),
-            ),
-            PoolError::Closed | PoolError::Retry => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                "ccpool is shutting down",
-            ),
-        }
+        Failure::from_pool(e).into()
     }
 
     pub fn from_session(e: &SessionError) -> Self {
-        let (status, kind) = match e {
-            SessionError::InvalidId(_)
-            | SessionError::InvalidPath(_)
-            | SessionError::SystemPromptChanged(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_request_error")
-            }
-            SessionError::NotFound(_) | SessionError::FileNotFound(_) => {
-                (StatusCode::NOT_FOUND, "not_found_error")
-            }
-            SessionError::OutsideWorkspace(_) => (StatusCode::FORBIDDEN, "permission_error"),
-            SessionError::Exists(_) | SessionError::Busy(_) => {
-                (StatusCode::CONFLICT, "invalid_request_error")
-            }
-            SessionError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
-            SessionError::Pool(p) => return Self::from_pool(p),
-            SessionError::Container(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
-        };
-        Self::new(status, kind, e.to_string())
+        Failure::from_session(e).into()
     }
 
     pub fn from_failure(failure: &ChatFailure) -> Self {
-        match failure {
-            ChatFailure::Upstream {
-                status,
-                kind,
-                message,
-            } => upstream(*status, kind.as_deref(), message),
-            ChatFailure::Worker(why) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                format!("the ccpool worker failed: {why}"),
-            ),
-        }
+        Failure::from_chat(failure).into()
     }
 }
 
-/// An upstream error keeps its meaning, except that a rejection of ccpool's own credentials
-/// must not read as the client's key being wrong.
-fn upstream(status: Option<u16>, kind: Option<&str>, message: &str) -> AnthropicError {
-    let e = |code: u16, kind: &'static str| {
-        AnthropicError::new(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+impl From<Failure> for AnthropicError {
+    fn from(f: Failure) -> Self {
+        let kind = match f.kind {
+            FailureKind::InvalidRequest | FailureKind::Conflict => "invalid_request_error",
+            FailureKind::NotFound => "not_found_error",
+            FailureKind::Permission => "permission_error",
+            FailureKind::TooLarge => "request_too_large",
+            FailureKind::RateLimited => "rate_limit_error",
+            FailureKind::Overloaded => "overloaded_error",
+            FailureKind::Server => "api_error",
+        };
+        AnthropicError {
+            status: f.status,
             kind,
-            message.to_string(),
-        )
-    };
-    match status {
-        Some(400) => e(400, "invalid_request_error"),
-        Some(404) => e(404, "not_found_error"),
-        Some(413) => e(413, "request_too_large"),
-        Some(429) => AnthropicError {
-            retry_after: Some(5),
-            ..e(429, "rate_limit_error")
-        },
-        Some(529) => e(529, "overloaded_error"),
-        Some(code @ (401 | 403)) => AnthropicError::new(
-            StatusCode::BAD_GATEWAY,
-            "api_error",
-            format!(
-                "the upstream rejected ccpool's own credentials ({code} {}): the operator must renew \
-                 the token ccpool uses (CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_API_KEY or ~/.claude); \
-                 your API key for ccpool is not the problem",
-                kind.unwrap_or("authentication_error")
-            ),
-        ),
-        Some(500) => e(500, "api_error"),
-        _ => e(502, "api_error"),
+            message: f.message,
+            retry_after: f.retry_after,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Errors in the OpenAI shape `{"error":{"message","type","param","code"}}` with the status
-//! OpenAI clients expect, and the mapping from pool and chat failures.
+//! OpenAI clients expect. Which failure gets which status is decided in `failure`.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::chat::ChatFailure;
+use crate::failure::{Failure, FailureKind};
 use crate::pool::PoolError;
 use crate::sessions::SessionError;
 
@@ -56,114 +57,44 @@ impl OpenAiError {
     }
 
     pub fn from_pool(e: &PoolError) -> Self {
-        match e {
-            PoolError::Busy(waited) => OpenAiError {
-                retry_after: Some(2),
-                code: Some("rate_limit_exceeded"),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!(
-                        "all ccpool workers are busy (waited {}s); retry shortly",
-                        waited.as_secs()
-                    ),
-                )
-            },
-            PoolError::StartFailed(why) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                format!("ccpool could not start a worker: {why}"),
-            ),
-            PoolError::Closed | PoolError::Retry => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "ccpool is shutting down",
-            ),
-        }
+        Failure::from_pool(e).into()
     }
 
     pub fn from_session(e: &SessionError) -> Self {
-        let (status, kind, code) = match e {
-            SessionError::InvalidId(_)
-            | SessionError::InvalidPath(_)
-            | SessionError::SystemPromptChanged(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_value",
-            ),
-            SessionError::NotFound(_) | SessionError::FileNotFound(_) => {
-                (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
-            }
-            SessionError::OutsideWorkspace(_) => (
-                StatusCode::FORBIDDEN,
-                "invalid_request_error",
-                "outside_workspace",
-            ),
-            SessionError::Exists(_) | SessionError::Busy(_) => {
-                (StatusCode::CONFLICT, "invalid_request_error", "conflict")
-            }
-            SessionError::TooMany(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "too_many_sessions",
-            ),
-            SessionError::Pool(p) => return Self::from_pool(p),
-            SessionError::Container(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "container_failed",
-            ),
-        };
-        OpenAiError {
-            code: Some(code),
-            ..Self::new(status, kind, e.to_string())
-        }
+        Failure::from_session(e).into()
     }
 
     pub fn from_failure(failure: &ChatFailure) -> Self {
-        match failure {
-            ChatFailure::Worker(why) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                format!("the ccpool worker failed: {why}"),
-            ),
-            ChatFailure::Upstream {
-                status,
-                kind,
-                message,
-            } => {
-                let e =
-                    |code: StatusCode, kind: &'static str| Self::new(code, kind, message.clone());
-                match status {
-                    Some(400) => e(StatusCode::BAD_REQUEST, "invalid_request_error"),
-                    Some(404) => OpenAiError {
-                        code: Some("model_not_found"),
-                        ..e(StatusCode::NOT_FOUND, "invalid_request_error")
-                    },
-                    Some(413) => e(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
-                    Some(429) => OpenAiError {
-                        retry_after: Some(5),
-                        code: Some("rate_limit_exceeded"),
-                        ..e(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
-                    },
-                    Some(529) => OpenAiError {
-                        code: Some("overloaded"),
-                        ..e(StatusCode::SERVICE_UNAVAILABLE, "server_error")
-                    },
-                    Some(code @ (401 | 403)) => Self::new(
-                        StatusCode::BAD_GATEWAY,
-                        "server_error",
-                        format!(
-                            "the upstream rejected ccpool's own credentials ({code} {}): the operator must renew the token \
-                             ccpool uses (CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_API_KEY or ~/.claude); your API key for ccpool \
-                             is not the problem",
-                            kind.as_deref().unwrap_or("authentication_error")
-                        ),
-                    ),
-                    Some(500) => e(StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-                    _ => e(StatusCode::BAD_GATEWAY, "server_error"),
-                }
+        Failure::from_chat(failure).into()
+    }
+}
+
+impl From<Failure> for OpenAiError {
+    fn from(f: Failure) -> Self {
+        let (status, kind, code) = match f.kind {
+            FailureKind::InvalidRequest => (f.status, "invalid_request_error", None),
+            FailureKind::NotFound => (f.status, "invalid_request_error", Some("not_found")),
+            FailureKind::Permission => {
+                (f.status, "invalid_request_error", Some("permission_denied"))
             }
+            FailureKind::Conflict => (f.status, "invalid_request_error", Some("conflict")),
+            FailureKind::TooLarge => (f.status, "invalid_request_error", Some("request_too_large")),
+            FailureKind::RateLimited => (f.status, "rate_limit_error", Some("rate_limit_exceeded")),
+            // OpenAI clients know no 529: an overloaded upstream is a 503.
+            FailureKind::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("overloaded"),
+            ),
+            FailureKind::Server => (f.status, "server_error", None),
+        };
+        OpenAiError {
+            status,
+            kind,
+            message: f.message,
+            param: None,
+            code,
+            retry_after: f.retry_after,
         }
     }
 }
