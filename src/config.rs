@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::cli::CliSettings;
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, Secret};
 use crate::pool::{PoolConfig, ReusePolicy};
 use crate::sandbox::SandboxConfig;
 use crate::worker::WorkerSettings;
@@ -19,9 +19,34 @@ pub enum PolicyName {
     Fresh,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(Secret::new(s))
+    }
+}
+
 /// Every setting of the worker runtime and the pool.
 #[derive(Clone, Debug, Args)]
 pub struct RuntimeArgs {
+    /// A subscription token (`claude setup-token`) for the workers; before the CLI's own
+    /// CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_API_KEY and ~/.claude/.credentials.json.
+    #[arg(long, env = "CCPOOL_OAUTH_TOKEN", value_parser = parse_secret)]
+    pub oauth_token: Option<Secret>,
+    /// An Anthropic API key for the workers.
+    #[arg(long, env = "CCPOOL_ANTHROPIC_API_KEY", value_parser = parse_secret)]
+    pub anthropic_api_key: Option<Secret>,
+    /// A Claude credentials file for the workers (its refresh token is never copied).
+    #[arg(long, env = "CCPOOL_CREDENTIALS_FILE")]
+    pub credentials_file: Option<std::path::PathBuf>,
     /// Names this ccpool instance on its containers' labels; a restart removes what the
     /// previous run of the same instance left. Give side-by-side instances different names.
     #[arg(long, env = "CCPOOL_INSTANCE", default_value = "ccpool")]
@@ -133,6 +158,27 @@ impl RuntimeArgs {
         Ok(())
     }
 
+    /// The workers' credentials: the configuration's first, then what the CLI itself would
+    /// find in the environment.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        if let Some(token) = &self.oauth_token {
+            return Ok(Credentials::OAuthToken(token.clone()));
+        }
+        if let Some(key) = &self.anthropic_api_key {
+            return Ok(Credentials::ApiKey(key.clone()));
+        }
+        if let Some(path) = &self.credentials_file {
+            let content = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "reading the credentials file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Credentials::from_file_content(&content).map_err(ConfigError);
+        }
+        Ok(Credentials::from_env())
+    }
+
     pub fn worker_settings(&self, credentials: Credentials) -> WorkerSettings {
         let nonzero = |v: u32| (v > 0).then_some(v);
         WorkerSettings {
@@ -185,9 +231,29 @@ impl RuntimeArgs {
 /// Settings of `ccpool serve`.
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on. A non-loopback address needs API keys (or
+    /// --allow-unauthenticated-network).
     #[arg(long, env = "CCPOOL_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+    /// Client API keys, accepted as `x-api-key` or `Authorization: Bearer` (repeatable; in
+    /// the environment, comma-separated). None: no authentication, loopback only.
+    #[arg(long = "api-key", env = "CCPOOL_API_KEYS", value_delimiter = ',', value_parser = parse_secret)]
+    pub api_keys: Vec<Secret>,
+    /// Serve a non-loopback address without API keys (for a container whose port is
+    /// published on the host's loopback only, as in compose.yaml).
+    #[arg(long, env = "CCPOOL_ALLOW_UNAUTHENTICATED_NETWORK")]
+    pub allow_unauthenticated_network: bool,
+    /// Origins allowed by CORS (repeatable; in the environment, comma-separated). None:
+    /// localhost origins.
+    #[arg(
+        long = "cors-origin",
+        env = "CCPOOL_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "CCPOOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Seconds running requests get to finish at shutdown.
     #[arg(long, env = "CCPOOL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -244,6 +310,23 @@ fn parse_alias(s: &str) -> Result<(String, String), String> {
 }
 
 impl ServeArgs {
+    /// Checks what only the whole configuration tells.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.runtime.validate()?;
+        if !self.listen.ip().is_loopback()
+            && self.api_keys.is_empty()
+            && !self.allow_unauthenticated_network
+        {
+            return Err(ConfigError(format!(
+                "refusing to listen on {} without API keys: anyone on the network could use your subscription. \
+                 Set --api-key (CCPOOL_API_KEYS), listen on 127.0.0.1, or, for a container whose port is published \
+                 on the host's loopback only, pass --allow-unauthenticated-network",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
     pub fn session_config(&self) -> crate::sessions::SessionConfig {
         use crate::sessions::{BusyPolicy, RestartPolicy, SessionConfig};
         SessionConfig {
@@ -267,9 +350,54 @@ impl ServeArgs {
             ..crate::server::ApiSettings::default()
         };
         api.openai.model_aliases = self.model_aliases.iter().cloned().collect();
+        api.api_keys = self.api_keys.clone();
+        api.cors_origins = self.cors_origins.clone();
         api.openai.reasoning_content = self.openai_reasoning_content;
         api
     }
+}
+
+/// Reads a TOML configuration file into the environment variables the flags read, for
+/// every key not already set in the environment: flags win over the environment, which wins
+/// over the file, which wins over the defaults. `known` maps each flag's long name to its
+/// environment variable. Unknown keys are an error.
+pub fn file_settings(
+    toml_text: &str,
+    known: &std::collections::HashMap<String, String>,
+    env_has: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let table: toml::Table = toml::from_str(toml_text)
+        .map_err(|e| ConfigError(format!("the configuration file: {e}")))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let name = key.replace('_', "-");
+        let Some(env) = known.get(&name) else {
+            return Err(ConfigError(format!(
+                "the configuration file has an unknown key {key:?}"
+            )));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(ConfigError(format!(
+                        "{key}: list items must be strings, not {other}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => return Err(ConfigError(format!("{key}: unsupported value {other}"))),
+        };
+        if !env_has(env) {
+            out.push((env.clone(), text));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -333,6 +461,94 @@ mod tests {
         );
         assert_eq!(api.openai.model_aliases.len(), 2);
         assert!(Serve::try_parse_from(["ccpool", "--model-alias", "broken"]).is_err());
+    }
+
+    #[test]
+    fn a_file_fills_in_what_the_environment_does_not_set() {
+        let known = std::collections::HashMap::from([
+            ("max-workers".to_string(), "CCPOOL_MAX_WORKERS".to_string()),
+            ("warm".to_string(), "CCPOOL_WARM".to_string()),
+            ("api-key".to_string(), "CCPOOL_API_KEYS".to_string()),
+            (
+                "writable-rootfs".to_string(),
+                "CCPOOL_WRITABLE_ROOTFS".to_string(),
+            ),
+        ]);
+        let text = "max_workers = 5\nwarm = 3\napi-key = [\"a\", \"b\"]\nwritable_rootfs = true\n";
+        let set = file_settings(text, &known, |env| env == "CCPOOL_WARM").unwrap();
+        let get = |k: &str| set.iter().find(|(e, _)| e == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("CCPOOL_MAX_WORKERS"), Some("5"));
+        assert_eq!(
+            get("CCPOOL_WARM"),
+            None,
+            "the environment wins over the file"
+        );
+        assert_eq!(get("CCPOOL_API_KEYS"), Some("a,b"));
+        assert_eq!(get("CCPOOL_WRITABLE_ROOTFS"), Some("true"));
+        assert!(file_settings("surprise = 1", &known, |_| false).is_err());
+        assert!(file_settings("max_workers = [1]", &known, |_| false).is_err());
+        assert!(file_settings("not toml at all ===", &known, |_| false).is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // A variable no other test reads.
+        // SAFETY: tests in this binary only read this variable here.
+        unsafe { std::env::set_var("CCPOOL_MAX_SESSIONS", "7") };
+        let from_env = Serve::try_parse_from(["ccpool"]).unwrap();
+        let from_flag = Serve::try_parse_from(["ccpool", "--max-sessions", "9"]).unwrap();
+        unsafe { std::env::remove_var("CCPOOL_MAX_SESSIONS") };
+        assert_eq!(from_env.serve.max_sessions, 7);
+        assert_eq!(from_flag.serve.max_sessions, 9);
+    }
+
+    #[test]
+    fn a_network_address_needs_keys_or_an_explicit_opt_out() {
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| Serve::try_parse_from(args).unwrap().serve;
+        assert!(parse(&["ccpool"]).validate().is_ok());
+        let open = parse(&["ccpool", "--listen", "0.0.0.0:8787"])
+            .validate()
+            .unwrap_err();
+        assert!(open.to_string().contains("without API keys"), "{open}");
+        assert!(
+            parse(&["ccpool", "--listen", "0.0.0.0:8787", "--api-key", "k"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            parse(&[
+                "ccpool",
+                "--listen",
+                "0.0.0.0:8787",
+                "--allow-unauthenticated-network"
+            ])
+            .validate()
+            .is_ok()
+        );
+        let shown = format!(
+            "{:?}",
+            parse(&[
+                "ccpool",
+                "--api-key",
+                "very-secret",
+                "--oauth-token",
+                "tok-secret"
+            ])
+        );
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("tok-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

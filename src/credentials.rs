@@ -82,6 +82,39 @@ impl Credentials {
         }
     }
 
+    /// A credentials file's content, with its refresh token removed: workers use the access
+    /// token and can never rotate the user's refresh token behind their back.
+    pub fn from_file_content(content: &str) -> Result<Credentials, String> {
+        let mut value: serde_json::Value = serde_json::from_str(content)
+            .map_err(|e| format!("the credentials file is not JSON: {e}"))?;
+        let oauth = value
+            .get_mut("claudeAiOauth")
+            .and_then(|o| o.as_object_mut())
+            .ok_or("the credentials file has no claudeAiOauth entry")?;
+        oauth.remove("refreshToken");
+        Ok(Credentials::CredentialsFile(Secret::new(value.to_string())))
+    }
+
+    /// When a credentials file's access token expires, as milliseconds since the epoch.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        let Credentials::CredentialsFile(content) = self else {
+            return None;
+        };
+        let value: serde_json::Value = serde_json::from_str(content.expose()).ok()?;
+        value.get("claudeAiOauth")?.get("expiresAt")?.as_u64()
+    }
+
+    /// A warning for credentials that will stop working soon, without the secret.
+    pub fn expiry_warning(&self, now_ms: u64) -> Option<String> {
+        let expires = self.expires_at_ms()?;
+        let left_min = expires.saturating_sub(now_ms) / 60_000;
+        Some(format!(
+            "only a short-lived access token is available (from a credentials file; it expires in {left_min} min \
+             and workers will not refresh it): create a long-lived token with `claude setup-token` and set \
+             CLAUDE_CODE_OAUTH_TOKEN"
+        ))
+    }
+
     /// Credentials from the environment the way the CLI itself looks for them:
     /// `CLAUDE_CODE_OAUTH_TOKEN`, then `ANTHROPIC_API_KEY`, then `~/.claude/.credentials.json`.
     pub fn from_env() -> Credentials {
@@ -95,7 +128,9 @@ impl Credentials {
         if let Some(home) = var("HOME") {
             let path = std::path::Path::new(&home).join(Self::FILE_IN_HOME);
             if let Ok(content) = std::fs::read_to_string(path) {
-                return Credentials::CredentialsFile(Secret::new(content));
+                if let Ok(credentials) = Credentials::from_file_content(&content) {
+                    return credentials;
+                }
             }
         }
         Credentials::None
@@ -105,6 +140,27 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_credentials_file_never_carries_the_refresh_token() {
+        let file = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-a","refreshToken":"sk-ant-ort01-r","expiresAt":4102444800000,"scopes":["user:inference"]}}"#;
+        let c = Credentials::from_file_content(file).unwrap();
+        let content = c.file_content().unwrap().expose().to_string();
+        assert!(content.contains("sk-ant-oat01-a") && !content.contains("sk-ant-ort01-r"));
+        assert_eq!(c.expires_at_ms(), Some(4_102_444_800_000));
+        let warning = c.expiry_warning(4_102_444_800_000 - 90 * 60_000).unwrap();
+        assert!(
+            warning.contains("90 min")
+                && warning.contains("setup-token")
+                && !warning.contains("sk-ant")
+        );
+        assert!(
+            Credentials::OAuthToken("t".into())
+                .expiry_warning(0)
+                .is_none()
+        );
+        assert!(Credentials::from_file_content("{}").is_err());
+    }
 
     #[test]
     fn debug_output_never_shows_the_secret() {

@@ -37,29 +37,59 @@ impl DockerRuntime {
         Ok(DockerRuntime { docker })
     }
 
+    /// Finds the engine: `DOCKER_HOST`, else the default socket, else the rootless and the
+    /// Docker Desktop sockets. Returns the runtime and the endpoint it uses.
+    pub async fn discover() -> Result<(Self, String), RuntimeError> {
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            if !host.is_empty() {
+                return Ok((Self::connect().await?, host));
+            }
+        }
+        let home = std::env::var("HOME").unwrap_or_default();
+        let mut candidates = vec!["/var/run/docker.sock".to_string()];
+        if let Ok(runtime_dir) = std::env::var("XDG_RUNTIME_DIR") {
+            candidates.push(format!("{runtime_dir}/docker.sock"));
+        }
+        candidates.push(format!("/run/user/{}/docker.sock", current_uid()));
+        candidates.push(format!("{home}/.docker/run/docker.sock"));
+        candidates.push(format!("{home}/.docker/desktop/docker.sock"));
+        let mut tried = Vec::new();
+        for path in candidates {
+            if !std::path::Path::new(&path).exists() {
+                continue;
+            }
+            let attempt = async {
+                let docker = Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+                let docker = docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+                Ok::<_, RuntimeError>(DockerRuntime { docker })
+            };
+            match attempt.await {
+                Ok(runtime) => return Ok((runtime, format!("unix://{path}"))),
+                Err(e) => tried.push(format!("{path}: {e}")),
+            }
+        }
+        Err(RuntimeError::Connect(if tried.is_empty() {
+            "no Docker socket found (DOCKER_HOST unset; /var/run/docker.sock, the rootless and the Docker Desktop sockets absent)".into()
+        } else {
+            tried.join("; ")
+        }))
+    }
+
     /// The bollard client, for the few callers that need more than the trait.
     pub fn client(&self) -> &Docker {
         &self.docker
     }
+}
 
-    /// The engine's version string.
-    pub async fn engine_version(&self) -> Result<String, RuntimeError> {
-        let v = self
-            .docker
-            .version()
-            .await
-            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
-        Ok(v.version.unwrap_or_default())
-    }
-
-    /// Whether an image is present locally.
-    pub async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(RuntimeError::Connect(e.to_string())),
-        }
-    }
+/// The current user's id, for the rootless socket path (`/run/user/<uid>`).
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0)
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -341,5 +371,22 @@ impl ContainerRuntime for DockerRuntime {
             .into_iter()
             .map(|v| v.name)
             .collect())
+    }
+
+    async fn version(&self) -> Result<String, RuntimeError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Ok(v.version.unwrap_or_default())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(RuntimeError::Connect(e.to_string())),
+        }
     }
 }

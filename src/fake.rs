@@ -247,6 +247,14 @@ impl ContainerRuntime for FakeRuntime {
             .map(|(n, _)| n.clone())
             .collect())
     }
+
+    async fn version(&self) -> Result<String, RuntimeError> {
+        Ok("fake".into())
+    }
+
+    async fn image_exists(&self, _image: &str) -> Result<bool, RuntimeError> {
+        Ok(true)
+    }
 }
 
 type Out = mpsc::Sender<Result<ExecOutput, RuntimeError>>;
@@ -427,6 +435,12 @@ pub struct TestApp {
 }
 
 pub async fn harness() -> TestApp {
+    harness_with(ApiSettings::default()).await
+}
+
+/// A router over the fake runtime with these API settings (plus the `gpt-4o` alias and a
+/// 1 MiB body limit).
+pub async fn harness_with(api: ApiSettings) -> TestApp {
     let fake = FakeRuntime::new();
     let settings = WorkerSettings {
         instance_id: format!("router-{}", uuid::Uuid::new_v4().simple()),
@@ -454,7 +468,7 @@ pub async fn harness() -> TestApp {
     assert!(pool.wait_warm(1, Duration::from_secs(5)).await);
     let mut api = ApiSettings {
         max_body_bytes: 1024 * 1024,
-        ..ApiSettings::default()
+        ..api
     };
     api.openai
         .model_aliases
@@ -463,11 +477,7 @@ pub async fn harness() -> TestApp {
         crate::sessions::Sessions::start(pool.clone(), crate::sessions::SessionConfig::default())
             .await
             .unwrap();
-    let state = AppState {
-        pool: pool.clone(),
-        sessions,
-        api,
-    };
+    let state = AppState::new(pool.clone(), sessions, api);
     TestApp { fake, pool, state }
 }
 

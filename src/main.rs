@@ -1,17 +1,18 @@
-//! The `ccpool` command: parse the configuration, start tracing, build the pool, serve.
+//! The `ccpool` command: read the configuration (file, environment, flags), start tracing,
+//! and serve, print the configuration, or check the set-up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use ccpool::config::ServeArgs;
-use ccpool::credentials::Credentials;
+use ccpool::config::{LogFormat, ServeArgs, file_settings};
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
 use ccpool::pool::WarmPool;
+use ccpool::runtime::ContainerRuntime;
 use ccpool::server::{AppState, app};
 
 #[derive(Parser)]
@@ -20,6 +21,10 @@ use ccpool::server::{AppState, app};
     about = "Claude Code CLI workers in Docker behind the Anthropic and OpenAI APIs"
 )]
 struct Cli {
+    /// A TOML configuration file (keys are the flags' long names). Default: ./ccpool.toml
+    /// when it exists.
+    #[arg(long, global = true, env = "CCPOOL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,27 +33,91 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve(ServeArgs),
+    /// Print the effective configuration, secrets masked.
+    Config(ServeArgs),
+    /// Check Docker, the worker image, the credentials and the CLI, and say what to fix.
+    Doctor(ServeArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+fn main() -> anyhow::Result<()> {
+    load_config_file()?;
+    let cli = Cli::parse();
+    let (Command::Serve(args) | Command::Config(args) | Command::Doctor(args)) = &cli.command;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Config(args) => {
+            args.validate()?;
+            println!("{args:#?}");
+            Ok(())
+        }
+        Command::Doctor(args) => runtime.block_on(ccpool::doctor::run(&args)),
     }
 }
 
+/// Applies the configuration file before anything else runs (no thread exists yet): each key
+/// becomes the environment variable its flag reads, unless the environment sets it already.
+fn load_config_file() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let named = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
+        })
+        .or_else(|| std::env::var("CCPOOL_CONFIG").ok());
+    let path = match named {
+        Some(path) => std::path::PathBuf::from(path),
+        None if std::path::Path::new("ccpool.toml").exists() => "ccpool.toml".into(),
+        None => return Ok(()),
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("serve is a subcommand");
+    let known = serve
+        .get_arguments()
+        .filter_map(|a| {
+            Some((
+                a.get_long()?.to_string(),
+                a.get_env()?.to_str()?.to_string(),
+            ))
+        })
+        .collect();
+    for (env, value) in file_settings(&text, &known, |env| std::env::var_os(env).is_some())? {
+        // SAFETY: called first thing in `main`, before any thread is started.
+        unsafe { std::env::set_var(env, value) };
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    args.runtime.validate()?;
-    let credentials = Credentials::from_env();
+    args.validate()?;
+    let credentials = args.runtime.credentials()?;
     tracing::info!(credentials = credentials.kind(), "credentials found");
-    let runtime = DockerRuntime::connect()
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if let Some(warning) = credentials.expiry_warning(now_ms) {
+        tracing::warn!("{warning}");
+    }
+    let (runtime, endpoint) = DockerRuntime::discover()
         .await
         .context("connecting to Docker")?;
+    tracing::info!(endpoint = %endpoint, "Docker found");
     let image = &args.runtime.worker_image;
     if !runtime.image_exists(image).await? {
         anyhow::bail!("the worker image {image} is missing: build it with images/build.sh");
@@ -65,19 +134,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     let sessions = ccpool::sessions::Sessions::start(pool.clone(), args.session_config()).await?;
     tracing::info!(listen = %args.listen, "serving");
-    let served = axum::serve(
+
+    // On SIGINT or SIGTERM: stop accepting; running streams get the grace period, then the
+    // pool interrupts what is left and removes every container.
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let signal = tokio_util::sync::CancellationToken::new();
+    let server = axum::serve(
         listener,
-        app(AppState {
-            pool: pool.clone(),
-            sessions: sessions.clone(),
-            api: args.api_settings(),
-        }),
+        app(AppState::new(
+            pool.clone(),
+            sessions.clone(),
+            args.api_settings(),
+        )),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
-    pool.shutdown(Duration::from_secs(args.shutdown_grace_secs))
-        .await;
-    served.context("serving HTTP")
+    .with_graceful_shutdown(signal.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        served = &mut server => served.context("serving HTTP")?,
+        _ = shutdown_signal() => {
+            signal.cancel();
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                tracing::warn!("requests still running after {grace:?}: interrupting them");
+            }
+        }
+    }
+    sessions.shutdown().await;
+    pool.shutdown(Duration::from_secs(10)).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -300,6 +300,8 @@ struct PoolInner {
     counters: Counters,
     /// The models the CLI offers, from the latest worker start.
     models: Mutex<Vec<ModelInfo>>,
+    /// The CLI's version, from the latest worker start.
+    cli_version: Mutex<Option<String>>,
     /// How many releases (reset or retirement after a turn) have completed.
     releases: tokio::sync::watch::Sender<u64>,
     /// Owns every task the pool spawns: the filler, the graveyard, turns and releases.
@@ -337,6 +339,7 @@ impl WarmPool {
             wake: Arc::new(Notify::new()),
             counters: Counters::default(),
             models: Mutex::new(Vec::new()),
+            cli_version: Mutex::new(None),
             releases: tokio::sync::watch::Sender::new(0),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -474,6 +477,11 @@ impl WarmPool {
             }
         };
         tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// The CLI's version (unknown until a worker has started).
+    pub fn cli_version(&self) -> Option<String> {
+        lock(&self.inner.cli_version).clone()
     }
 
     /// The models the CLI offers (empty until a worker has started).
@@ -819,6 +827,9 @@ async fn start_worker(
         Ok(mut worker) => {
             if !worker.models().is_empty() {
                 *lock(&inner.models) = worker.models().to_vec();
+            }
+            if let Some(version) = worker.cli_version() {
+                *lock(&inner.cli_version) = Some(version.to_string());
             }
             worker.attach(permit, inner.graveyard.clone());
             inner.counters.started.fetch_add(1, Ordering::Relaxed);

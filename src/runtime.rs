@@ -134,6 +134,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         labels: &[(&str, &str)],
     ) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
+    /// The engine's version; also tells that it is reachable.
+    async fn version(&self) -> Result<String, RuntimeError>;
+
+    /// Whether an image is present locally.
+    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError>;
+
     /// Creates a named volume with labels (creating one that exists succeeds).
     async fn create_volume(
         &self,

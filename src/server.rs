@@ -1,13 +1,12 @@
-//! The HTTP surface: `fn app(state) -> Router` with the API dialects, health and status.
+//! The HTTP surface: `fn app(state) -> Router` with the API dialects, sessions, models,
+//! health and metrics, behind request ids, client authentication and CORS.
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::domain::OwnerKey;
 use crate::pool::WarmPool;
@@ -17,7 +16,20 @@ use crate::pool::WarmPool;
 pub struct AppState {
     pub pool: WarmPool,
     pub sessions: crate::sessions::Sessions,
+    pub metrics: crate::metrics::Metrics,
     pub api: ApiSettings,
+}
+
+impl AppState {
+    pub fn new(pool: WarmPool, sessions: crate::sessions::Sessions, api: ApiSettings) -> Self {
+        let metrics = crate::metrics::Metrics::new(pool.clone(), sessions.clone());
+        AppState {
+            pool,
+            sessions,
+            metrics,
+            api,
+        }
+    }
 }
 
 /// The session a chat request names: the `{session}` of a `/sessions/{session}/…` path, or
@@ -91,6 +103,10 @@ pub struct ApiSettings {
     pub ping_interval: Duration,
     /// Model aliases and the reasoning switch of the OpenAI dialect.
     pub openai: crate::openai::translate::OpenAiOptions,
+    /// Client API keys; empty means no authentication (allowed on loopback only).
+    pub api_keys: Vec<crate::credentials::Secret>,
+    /// Origins allowed by CORS; empty means localhost origins.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -99,6 +115,8 @@ impl Default for ApiSettings {
             max_body_bytes: 10 * 1024 * 1024,
             ping_interval: Duration::from_secs(10),
             openai: Default::default(),
+            api_keys: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -109,14 +127,179 @@ pub fn app(state: AppState) -> Router {
             .merge(crate::anthropic::routes())
             .merge(crate::openai::routes())
     };
+    let cors = cors_layer(&state.api.cors_origins);
     Router::new()
         .merge(chat_routes())
         .nest("/sessions/{session}", chat_routes())
         .merge(crate::session_routes::routes())
         .merge(crate::models::routes())
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/status", get(status))
+        .merge(crate::health::routes())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
+        .layer(cors)
         .with_state(state)
+}
+
+/// Whether a request speaks the Anthropic dialect (its errors take the Anthropic shape).
+pub fn speaks_anthropic(headers: &HeaderMap, path: &str) -> bool {
+    headers.contains_key("anthropic-version")
+        || path.ends_with("/v1/messages")
+        || path.ends_with("/count_tokens")
+}
+
+async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = format!("no route {}", uri.path());
+    if speaks_anthropic(&headers, uri.path()) {
+        crate::anthropic::AnthropicError::new(StatusCode::NOT_FOUND, "not_found_error", message)
+            .into_response()
+    } else {
+        crate::openai::OpenAiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+            .into_response()
+    }
+}
+
+/// The request id (`x-request-id` from the client, else generated) on the tracing span of the
+/// request and on its response; and the request counted by route and status.
+async fn request_context(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert("x-request-id", value);
+    }
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), route = %route);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "answered"));
+    state
+        .metrics
+        .count_request(&route, response.status().as_u16());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Checks the client's API key, when keys are configured, in constant time. `/health` and
+/// `/ready` are open. A 401 comes in the caller's API format.
+async fn authenticate(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use subtle::ConstantTimeEq;
+    let path = request.uri().path().to_string();
+    if state.api.api_keys.is_empty() || path == "/health" || path == "/ready" {
+        return next.run(request).await;
+    }
+    let presented = client_key(request.headers()).unwrap_or_default();
+    let known = state.api.api_keys.iter().fold(0u8, |found, key| {
+        found
+            | presented
+                .as_bytes()
+                .ct_eq(key.expose().as_bytes())
+                .unwrap_u8()
+    });
+    if known == 1 {
+        return next.run(request).await;
+    }
+    let message = if presented.is_empty() {
+        "ccpool needs an API key: send it as x-api-key or Authorization: Bearer"
+    } else {
+        "this API key is not one of ccpool's keys"
+    };
+    if speaks_anthropic(request.headers(), &path) {
+        crate::anthropic::AnthropicError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            message,
+        )
+        .into_response()
+    } else {
+        crate::openai::OpenAiError {
+            code: Some("invalid_api_key"),
+            ..crate::openai::OpenAiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                message,
+            )
+        }
+        .into_response()
+    }
+}
+
+/// The key a client presents, as `x-api-key` or `Authorization: Bearer`.
+fn client_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+/// CORS: the configured origins, or any localhost origin by default.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let allow = if origins.is_empty() {
+        AllowOrigin::predicate(|origin, _| {
+            origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.split_once("://"))
+                .is_some_and(|(_, host)| {
+                    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+                        if port.chars().all(|c| c.is_ascii_digit()) {
+                            h
+                        } else {
+                            host
+                        }
+                    });
+                    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+                })
+        })
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers(Any)
+        .max_age(Duration::from_secs(600))
 }
 
 /// A request body was larger than the limit.
@@ -158,17 +341,7 @@ pub async fn read_body(
 /// The owner of a request: the client's API key, hashed (so it never sits in memory as a
 /// label), or anonymous. Workers never serve two owners.
 pub fn owner_of(headers: &HeaderMap) -> OwnerKey {
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .filter(|k| !k.is_empty());
-    match key {
+    match client_key(headers) {
         Some(key) => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             key.hash(&mut h);
@@ -176,28 +349,4 @@ pub fn owner_of(headers: &HeaderMap) -> OwnerKey {
         }
         None => OwnerKey::anonymous(),
     }
-}
-
-async fn status(State(state): State<AppState>) -> Json<Value> {
-    let s = state.pool.status();
-    let profiles: Vec<Value> = s
-        .profiles
-        .iter()
-        .map(|p| {
-            json!({
-                "profile": p.fingerprint, "default": p.is_default, "warm": p.warm,
-                "starting": p.starting, "waiting": p.waiting, "idle": p.idle, "busy": p.busy,
-            })
-        })
-        .collect();
-    Json(json!({
-        "workers": s.workers,
-        "max_workers": s.max_workers,
-        "started": s.started,
-        "start_failures": s.start_failures,
-        "retired": s.retired,
-        "reused": s.reused,
-        "credentials": state.pool.settings().credentials.kind(),
-        "profiles": profiles,
-    }))
 }

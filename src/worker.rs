@@ -108,6 +108,8 @@ pub struct Worker {
     model: Option<String>,
     /// The models the CLI offered in its `initialize` answer.
     models: Vec<ModelInfo>,
+    /// The CLI's version, from the same answer.
+    cli_version: Option<String>,
     uses: u32,
     created: Instant,
     /// Why this worker must not serve again, once something went wrong.
@@ -212,6 +214,7 @@ impl Worker {
             stderr_tail,
             model: settings.cli.model.clone(),
             models: Vec::new(),
+            cli_version: None,
             uses: 0,
             created: Instant::now(),
             broken: None,
@@ -226,6 +229,10 @@ impl Worker {
             .control(ControlRequest::Initialize, settings.start_timeout)
             .await?;
         worker.models = model_infos(&init);
+        worker.cli_version = init
+            .get("claude_code_version")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         worker.removed = false;
         tracing::debug!(worker = %worker.id, container = short(container_id), "worker ready");
         Ok(worker)
@@ -296,6 +303,11 @@ impl Worker {
 
     pub fn age(&self) -> Duration {
         self.created.elapsed()
+    }
+
+    /// The CLI's version, as it reported it when it started.
+    pub fn cli_version(&self) -> Option<&str> {
+        self.cli_version.as_deref()
     }
 
     /// The model the CLI uses now; `None` is its default.

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::AnthropicError;
 use super::translate::{MessageBuilder, estimate_tokens, parse, sse_event, to_chat};
 use super::wire::{CountTokensRequest, MessagesRequest};
-use crate::chat::{self, ChatItem, ChatStream};
+use crate::chat::{self, ChatItem};
 use crate::server::{AppState, SessionTarget, owner_of, session_headers};
 
 pub fn routes() -> Router<AppState> {
@@ -98,13 +98,15 @@ async fn serve(
         }
     }
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let items = futures::stream::iter(first).chain(stream);
+    let items = state
+        .metrics
+        .observe("/v1/messages", futures::stream::iter(first).chain(stream));
     if streaming {
         Ok(tag(
             sse(items, id, model, state.api.ping_interval).into_response()
         ))
     } else {
-        collect(items, &id, &model)
+        collect(Box::pin(items), &id, &model)
             .await
             .map(|m| tag(Json(m).into_response()))
     }
@@ -135,10 +137,7 @@ async fn collect(
 /// The SSE response: one event per chat event, a `ping` after `message_start` and while
 /// waiting, and an `error` event when the request fails after streaming began.
 fn sse(
-    items: futures::stream::Chain<
-        futures::stream::Iter<std::option::IntoIter<ChatItem>>,
-        ChatStream,
-    >,
+    items: impl Stream<Item = ChatItem> + Send + 'static,
     id: String,
     model: String,
     ping_interval: std::time::Duration,

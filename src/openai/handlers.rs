@@ -88,7 +88,10 @@ async fn serve(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let items = futures::stream::iter(first).chain(stream);
+    let items = state.metrics.observe(
+        "/v1/chat/completions",
+        futures::stream::iter(first).chain(stream),
+    );
     if translated.stream {
         let writer = ChunkWriter::new(id, created, model, translated.include_usage);
         Ok(tag(

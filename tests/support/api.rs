@@ -32,11 +32,7 @@ impl Server {
             .model_aliases
             .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
         let sessions = Sessions::start(pool.clone(), session_config).await.unwrap();
-        let state = AppState {
-            pool: pool.clone(),
-            sessions: sessions.clone(),
-            api,
-        };
+        let state = AppState::new(pool.clone(), sessions.clone(), api);
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, app(state))
