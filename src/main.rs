@@ -66,6 +66,13 @@ fn main() -> anyhow::Result<()> {
 /// Applies the configuration file before anything else runs (no thread exists yet): each key
 /// becomes the environment variable its flag reads, unless the environment sets it already.
 fn load_config_file() -> anyhow::Result<()> {
+    // An empty CCPOOL_ variable (as compose passes an unset one) means unset.
+    for (name, value) in std::env::vars_os() {
+        if value.is_empty() && name.to_string_lossy().starts_with("CCPOOL_") {
+            // SAFETY: called first thing in `main`, before any thread is started.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
     let args: Vec<String> = std::env::args().collect();
     let named = args
         .iter()
