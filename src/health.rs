@@ -24,8 +24,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     let docker = runtime.version().await.is_ok();
     let image = &state.pool.settings().sandbox.image;
     let image_present = docker && runtime.image_exists(image).await.unwrap_or(false);
-    let pool = state.pool.status();
-    let warm = pool.profiles.iter().map(|p| p.warm + p.idle).sum::<usize>();
+    let warm = state.pool.live_warm();
     let ready = docker && image_present && warm > 0;
     let body = json!({
         "ready": ready,

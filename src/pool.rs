@@ -479,6 +479,23 @@ impl WarmPool {
         tokio::time::timeout(limit, wait).await.is_ok()
     }
 
+    /// Never-used workers ready to serve, after dropping the ones whose container or CLI is
+    /// gone (their replacements start at once).
+    pub fn live_warm(&self) -> usize {
+        let profiles = lock(&self.inner.profiles).clone();
+        let mut live = 0;
+        let mut dropped = 0;
+        for profile in profiles {
+            let mut reservoir = lock(&profile.reservoir);
+            let before = reservoir.len();
+            reservoir.retain_mut(|w| w.is_alive());
+            dropped += before - reservoir.len();
+            live += reservoir.len();
+        }
+        self.inner.count_retired(dropped);
+        live
+    }
+
     /// The CLI's version (unknown until a worker has started).
     pub fn cli_version(&self) -> Option<String> {
         lock(&self.inner.cli_version).clone()
