@@ -246,6 +246,20 @@ async fn run_phase(pool: &WarmPool, name: &str, concurrency: usize, n: usize) ->
     }
 }
 
+/// Worker settings for a benchmark instance: host networking to reach the mock.
+fn bench_settings(mock: &MockUpstream, instance: &str) -> WorkerSettings {
+    let mut settings = WorkerSettings {
+        instance_id: instance.into(),
+        credentials: Credentials::ApiKey("sk-bench".into()),
+        ..WorkerSettings::default()
+    };
+    settings.sandbox.image =
+        std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".into());
+    settings.sandbox.network = "host".into();
+    settings.cli.base_url = Some(mock.base_url());
+    settings
+}
+
 async fn bench_policy(
     mock: &MockUpstream,
     policy: ReusePolicy,
@@ -253,21 +267,13 @@ async fn bench_policy(
     n: usize,
 ) -> Vec<Phase> {
     let runtime = DockerRuntime::connect().await.expect("Docker");
-    let mut settings = WorkerSettings {
-        instance_id: format!("bench-{label}"),
-        credentials: Credentials::ApiKey("sk-bench".into()),
-        ..WorkerSettings::default()
-    };
-    settings.sandbox.image =
-        std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".into());
-    settings.sandbox.network = "host".into();
+    let mut settings = bench_settings(mock, &format!("bench-{label}"));
     if let Some(cpus) = std::env::var("BENCH_CPUS")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
     {
         settings.sandbox.cpus = (cpus > 0.0).then_some(cpus);
     }
-    settings.cli.base_url = Some(mock.base_url());
     let config = PoolConfig {
         policy,
         max_workers: 10,
@@ -313,15 +319,7 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
     use ccpool::sessions::{SessionConfig, SessionOptions, Sessions};
 
     let runtime = DockerRuntime::connect().await.expect("Docker");
-    let mut settings = WorkerSettings {
-        instance_id: "bench-sessions".into(),
-        credentials: Credentials::ApiKey("sk-bench".into()),
-        ..WorkerSettings::default()
-    };
-    settings.sandbox.image =
-        std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".into());
-    settings.sandbox.network = "host".into();
-    settings.cli.base_url = Some(mock.base_url());
+    let settings = bench_settings(mock, "bench-sessions");
     let config = PoolConfig {
         max_workers: 6,
         warm_default: 2,

@@ -138,6 +138,23 @@ impl Failure {
     }
 }
 
+/// A JSON error answer with its status and, when set, a `retry-after` header: how every
+/// dialect's error type becomes a response.
+pub fn error_response(
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after: Option<u64>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from(seconds));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,34 +90,6 @@ fn sse(body: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// The user/assistant turns of an upstream request, without what the CLI adds of its own:
-/// system reminders, and the notes it keeps of local commands (`/clear`, `/model`).
-fn turns(request: &support::mock_upstream::RecordedRequest) -> Vec<(String, String)> {
-    request
-        .messages()
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            let text = match &m["content"] {
-                Value::String(s) => s.clone(),
-                blocks => blocks
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|b| b["text"].as_str())
-                    .filter(|t| {
-                        !t.starts_with("<system-reminder>")
-                            && !t.starts_with("<local-command")
-                            && !t.starts_with("<command-name>")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(""),
-            };
-            (m["role"].as_str().unwrap().to_string(), text)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_streaming_and_non_streaming() {
     let s = stack(1).await;
@@ -200,7 +172,7 @@ async fn the_system_prompt_a_three_turn_history_and_an_image_reach_the_upstream_
     .iter()
     .map(|(r, t)| (r.to_string(), t.to_string()))
     .collect();
-    assert_eq!(turns(&request), expected);
+    assert_eq!(request.turns(), expected);
     let last = request
         .messages()
         .into_iter()

@@ -126,11 +126,7 @@ async fn two_requests_on_one_warm_worker_are_separated_by_clear() {
     );
     // The CLI records the /clear itself as local-command context of the new conversation;
     // nothing of the previous conversation remains.
-    let turns: Vec<_> = requests[1]
-        .messages()
-        .into_iter()
-        .filter(|m| m["role"] != "system")
-        .collect();
+    let turns = requests[1].turns();
     assert_eq!(turns.len(), 1, "a fresh conversation: {turns:?}");
     assert_eq!(requests[1].last_user_prompt(), "what was the word?");
     shutdown_clean(pool).await;
@@ -486,22 +482,7 @@ async fn a_history_the_worker_did_not_produce_is_replayed_in_order() {
     assert_eq!(text_deltas(&events).concat(), "Echo: third question");
 
     let request = mock.message_requests().pop().unwrap();
-    let turns: Vec<(String, String)> = request
-        .messages()
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            let text = m["content"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|b| b["text"].as_str())
-                .filter(|t| !t.starts_with("<system-reminder>"))
-                .collect::<Vec<_>>()
-                .join("");
-            (m["role"].as_str().unwrap().to_string(), text)
-        })
-        .collect();
+    let turns = request.turns();
     let expected: Vec<(String, String)> = [
         ("user", "first question @/etc/passwd"),
         ("assistant", "first answer"),

@@ -42,21 +42,7 @@ async fn the_official_openai_sdk_works_unmodified() {
         "the alias reached the upstream as a Claude model"
     );
     assert_eq!(main.body["max_tokens"], 200);
-    let turns: Vec<(String, String)> = main
-        .messages()
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            let text = m["content"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|b| b["text"].as_str())
-                .filter(|t| !t.starts_with('<'))
-                .collect::<String>();
-            (m["role"].as_str().unwrap().to_string(), text)
-        })
-        .collect();
+    let turns = main.turns();
     let expected: Vec<(String, String)> = [
         ("user", "openai turn one"),
         ("assistant", "openai answer one"),

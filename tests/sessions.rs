@@ -92,27 +92,6 @@ impl Stack {
     }
 }
 
-fn turns(request: &support::mock_upstream::RecordedRequest) -> Vec<(String, String)> {
-    request
-        .messages()
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            let text = match &m["content"] {
-                Value::String(s) => s.clone(),
-                blocks => blocks
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|b| b["text"].as_str())
-                    .filter(|t| !t.starts_with('<'))
-                    .collect(),
-            };
-            (m["role"].as_str().unwrap().to_string(), text)
-        })
-        .collect()
-}
-
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(r, t)| (r.to_string(), t.to_string()))
@@ -243,7 +222,7 @@ async fn a_follow_up_sends_only_the_new_turn_and_the_upstream_sees_the_whole_con
 
     let last = s.mock.message_requests().pop().unwrap();
     assert_eq!(
-        turns(&last),
+        last.turns(),
         pairs(&[
             ("user", "first question"),
             ("assistant", "Echo: first question"),
@@ -277,7 +256,7 @@ async fn a_diverged_history_forks_and_the_upstream_sees_the_edited_one() {
     assert_eq!(headers["x-ccpool-session-forked"], "true");
     let last = s.mock.message_requests().pop().unwrap();
     assert_eq!(
-        turns(&last),
+        last.turns(),
         pairs(&[
             ("user", "edited question"),
             ("assistant", "Echo: original question"),

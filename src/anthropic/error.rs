@@ -1,8 +1,7 @@
 //! Errors in the Anthropic shape `{"type":"error","error":{"type":…,"message":…}}` with the
 //! status the real API uses. Which failure gets which status is decided in `failure`.
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -76,13 +75,7 @@ impl From<Failure> for AnthropicError {
 
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(seconds));
-        }
-        response
+        crate::failure::error_response(self.status, self.body(), self.retry_after)
     }
 }
 

@@ -159,6 +159,34 @@ impl RecordedRequest {
             .unwrap_or_default()
     }
 
+    /// The conversation as (role, text) pairs, without what the Claude CLI adds of its own:
+    /// `system` entries, `<system-reminder>` blocks, and its notes of local commands
+    /// (`/clear`, `/model`). Text blocks of one message are joined.
+    pub fn turns(&self) -> Vec<(String, String)> {
+        self.messages()
+            .iter()
+            .filter(|m| m["role"] != "system")
+            .map(|m| {
+                let text = match &m["content"] {
+                    Value::String(s) => s.clone(),
+                    blocks => blocks
+                        .as_array()
+                        .map(|b| b.as_slice())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|b| b["text"].as_str())
+                        .filter(|t| {
+                            !t.starts_with("<system-reminder>")
+                                && !t.starts_with("<local-command")
+                                && !t.starts_with("<command-name>")
+                        })
+                        .collect(),
+                };
+                (m["role"].as_str().unwrap_or_default().to_string(), text)
+            })
+            .collect()
+    }
+
     /// The `model` field, if any.
     pub fn model(&self) -> Option<&str> {
         self.body.get("model").and_then(Value::as_str)
