@@ -251,6 +251,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// Fetch `http(s)` image URLs in requests and send them inline (off: such URLs get a
+    /// 400). Clients can then make ccpool reach any address it can reach.
+    #[arg(long, env = "CCPOOL_FETCH_REMOTE_IMAGES")]
+    pub fetch_remote_images: bool,
     /// Log format.
     #[arg(long, env = "CCPOOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -351,6 +355,9 @@ impl ServeArgs {
         };
         api.openai.model_aliases = self.model_aliases.iter().cloned().collect();
         api.api_keys = self.api_keys.clone();
+        api.image_fetcher = self
+            .fetch_remote_images
+            .then(|| crate::images::ImageFetcher::new(5 * 1024 * 1024, Duration::from_secs(10)));
         api.cors_origins = self.cors_origins.clone();
         api.openai.reasoning_content = self.openai_reasoning_content;
         api

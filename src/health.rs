@@ -63,6 +63,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "credentials": state.pool.settings().credentials.kind(),
         "cli_version": state.pool.cli_version(),
         "docker_version": docker,
+        "docker_endpoint": state.api.docker_endpoint,
     }))
 }
 

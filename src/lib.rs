@@ -26,6 +26,7 @@ pub mod doctor;
 pub mod domain;
 pub mod failure;
 pub mod health;
+pub mod images;
 pub mod metrics;
 pub mod models;
 pub mod openai;

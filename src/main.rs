@@ -146,13 +146,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // pool interrupts what is left and removes every container.
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let signal = tokio_util::sync::CancellationToken::new();
+    let mut api = args.api_settings();
+    api.docker_endpoint = Some(endpoint);
     let server = axum::serve(
         listener,
-        app(AppState::new(
-            pool.clone(),
-            sessions.clone(),
-            args.api_settings(),
-        )),
+        app(AppState::new(pool.clone(), sessions.clone(), api)),
     )
     .with_graceful_shutdown(signal.clone().cancelled_owned());
     let mut server = std::pin::pin!(server.into_future());

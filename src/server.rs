@@ -107,6 +107,10 @@ pub struct ApiSettings {
     pub api_keys: Vec<crate::credentials::Secret>,
     /// Origins allowed by CORS; empty means localhost origins.
     pub cors_origins: Vec<String>,
+    /// Fetches remote image URLs, when the configuration enables it.
+    pub image_fetcher: Option<crate::images::ImageFetcher>,
+    /// The Docker endpoint in use, for `/status`.
+    pub docker_endpoint: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -117,6 +121,8 @@ impl Default for ApiSettings {
             openai: Default::default(),
             api_keys: Vec::new(),
             cors_origins: Vec::new(),
+            image_fetcher: None,
+            docker_endpoint: None,
         }
     }
 }

@@ -67,7 +67,10 @@ async fn serve(
     body: Body,
 ) -> Result<Response, AnthropicError> {
     let body = read_body(body, state.api.max_body_bytes).await?;
-    let request: MessagesRequest = parse(&body)?;
+    let mut request: MessagesRequest = parse(&body)?;
+    if let Some(fetcher) = &state.api.image_fetcher {
+        inline_remote_images(&mut request, fetcher).await?;
+    }
     let model = request.model.clone();
     let streaming = request.stream.unwrap_or(false);
     let chat = to_chat(request, owner_of(headers))?;
@@ -110,6 +113,38 @@ async fn serve(
             .await
             .map(|m| tag(Json(m).into_response()))
     }
+}
+
+/// Replaces `url` image sources by the images themselves, as base64 sources.
+async fn inline_remote_images(
+    request: &mut MessagesRequest,
+    fetcher: &crate::images::ImageFetcher,
+) -> Result<(), AnthropicError> {
+    for (i, message) in request.messages.iter_mut().enumerate() {
+        let Some(blocks) = message.content.as_array_mut() else {
+            continue;
+        };
+        for (j, block) in blocks.iter_mut().enumerate() {
+            let Some(source) = block.get_mut("source") else {
+                continue;
+            };
+            if source.get("type").and_then(|t| t.as_str()) != Some("url") {
+                continue;
+            }
+            let Some(url) = source
+                .get("url")
+                .and_then(|u| u.as_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let (media_type, data) = fetcher.fetch(&url).await.map_err(|e| {
+                AnthropicError::invalid(format!("messages.{i}.content.{j}.source.url: {e}"))
+            })?;
+            *source = json!({"type": "base64", "media_type": media_type, "data": data});
+        }
+    }
+    Ok(())
 }
 
 async fn collect(

@@ -255,7 +255,7 @@ fn image(source: Option<&Value>, at: &str) -> Result<ContentBlock, AnthropicErro
             }
         }
         Some(other) => Err(AnthropicError::invalid(format!(
-            "{at}.source.type: \"{other}\" images are not supported by ccpool; send the image as base64"
+            "{at}.source.type: \"{other}\" images are fetched by ccpool only with --fetch-remote-images; send the image as base64"
         ))),
         None => Err(AnthropicError::invalid(format!(
             "{at}.source.type: required"

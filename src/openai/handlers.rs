@@ -55,7 +55,10 @@ async fn serve(
                 ),
             )
         })?;
-    let request = parse(&body)?;
+    let mut request = parse(&body)?;
+    if let Some(fetcher) = &state.api.image_fetcher {
+        inline_remote_images(&mut request, fetcher).await?;
+    }
     let model = request.model.clone();
     let translated = to_chat(request, owner_of(headers), &state.api.openai)?;
     let (mut stream, forked) = match &session.id {
@@ -117,6 +120,36 @@ async fn serve(
             "the chat ended without an outcome".into(),
         )))
     }
+}
+
+/// Replaces `http(s)` image URLs by the images themselves, as `data:` URLs.
+async fn inline_remote_images(
+    request: &mut super::wire::ChatCompletionRequest,
+    fetcher: &crate::images::ImageFetcher,
+) -> Result<(), OpenAiError> {
+    for (i, message) in request.messages.iter_mut().enumerate() {
+        let Some(parts) = message.content.as_array_mut() else {
+            continue;
+        };
+        for (j, part) in parts.iter_mut().enumerate() {
+            let Some(url) = part.pointer_mut("/image_url/url") else {
+                continue;
+            };
+            let Some(remote) = url
+                .as_str()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            else {
+                continue;
+            };
+            let param = format!("messages[{i}].content[{j}].image_url.url");
+            let (media_type, data) = fetcher
+                .fetch(remote)
+                .await
+                .map_err(|e| OpenAiError::invalid(param.clone(), format!("{param}: {e}")))?;
+            *url = serde_json::Value::String(format!("data:{media_type};base64,{data}"));
+        }
+    }
+    Ok(())
 }
 
 /// `data:` chunks, a `data: {"error": …}` when the request fails after streaming began, and

@@ -271,3 +271,63 @@ async fn models_are_listed_in_both_shapes() {
     let _ = Duration::ZERO;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn remote_images_are_fetched_only_when_enabled() {
+    use crate::server::ApiSettings;
+    let png: Vec<u8> = b"\x89PNG\r\n\x1a\nfake-image-bytes".to_vec();
+    let served = png.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let images = axum::Router::new()
+        .route(
+            "/cat.png",
+            axum::routing::get(
+                move || async move { ([("content-type", "image/png")], served.clone()) },
+            ),
+        )
+        .route(
+            "/page.html",
+            axum::routing::get(|| async { ([("content-type", "text/html")], "<html></html>") }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, images).await.unwrap() });
+    let body = |path: &str| {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "[[fixture:text_partial]]"},
+            {"type": "image_url", "image_url": {"url": format!("http://{addr}{path}")}}
+        ]}]})
+        .to_string()
+    };
+
+    let off = harness().await;
+    let (status, _, text) = off.post("/v1/chat/completions", body("/cat.png")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("--fetch-remote-images"));
+    off.stop().await;
+
+    let fetcher = crate::images::ImageFetcher::new(1024, Duration::from_secs(5));
+    let on = crate::fake::harness_with(ApiSettings {
+        image_fetcher: Some(fetcher),
+        ..ApiSettings::default()
+    })
+    .await;
+    let (status, _, text) = on.post("/v1/chat/completions", body("/cat.png")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let user = on
+        .stdin()
+        .into_iter()
+        .rfind(|l| l["type"] == "user" && l["client_composed"] == true)
+        .unwrap();
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode(&png);
+    assert_eq!(
+        user["message"]["content"][1]["source"],
+        json!({"type": "base64", "media_type": "image/png", "data": expected})
+    );
+    let (status, _, text) = on.post("/v1/chat/completions", body("/page.html")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not an image: {text}");
+    let (status, _, _) = on.post("/v1/chat/completions", body("/missing.png")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    on.stop().await;
+    server.abort();
+}

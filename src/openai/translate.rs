@@ -331,7 +331,7 @@ fn image(url: Option<&str>, at: &str) -> Result<ContentBlock, OpenAiError> {
         return Err(OpenAiError::invalid(
             param.clone(),
             format!(
-                "{param}: ccpool does not fetch remote images; send the image inline as a data: URL (data:image/png;base64,…)"
+                "{param}: ccpool fetches remote images only with --fetch-remote-images; send the image inline as a data: URL (data:image/png;base64,…)"
             ),
         ));
     };
