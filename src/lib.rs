@@ -13,8 +13,11 @@
 //! - `credentials`: upstream credentials and how they reach a worker.
 //! - `worker`: one container with one long-lived CLI process; drives turns.
 //! - `pool`: warm workers per launch profile, checked out per request, reused or retired.
-//! - `config`: the service's typed configuration.
-//! - `server`: the HTTP surface.
+//! - `sessions`, `session_routes`: one sandbox per conversation, and its HTTP API.
+//! - `images`: remote images fetched and inlined, when enabled.
+//! - `health`, `metrics`: readiness, status and Prometheus metrics.
+//! - `config`: the service's typed configuration; `doctor`: set-up checks.
+//! - `server`: the HTTP surface (request ids, client auth, CORS) that mounts all of the above.
 
 pub mod anthropic;
 pub mod chat;

@@ -1,5 +1,5 @@
-#![allow(dead_code)]
 //! Shared set-up of the integration tests: the mock upstream and real-Docker helpers.
+#![allow(dead_code)]
 
 pub mod api;
 pub mod docker;
