@@ -168,10 +168,11 @@ async fn soak_every_request_ends_and_nothing_leaks() {
         outcomes.answered.load(Ordering::SeqCst) >= REQUESTS * 7 / 10,
         "{outcomes:?}"
     );
-    assert_eq!(
-        outcomes.upstream_errors.load(Ordering::SeqCst),
-        REQUESTS / 20,
-        "every [[e529]] is a 529"
+    // Every [[e529]] request is a 529, except one whose worker a kill happened to hit.
+    let upstream = outcomes.upstream_errors.load(Ordering::SeqCst);
+    assert!(
+        upstream <= REQUESTS / 20 && upstream + kills.load(Ordering::SeqCst) >= REQUESTS / 20,
+        "{outcomes:?}"
     );
     let mut firsts = first_deltas.lock().unwrap().clone();
     firsts.sort();
