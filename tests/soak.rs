@@ -168,10 +168,10 @@ async fn soak_every_request_ends_and_nothing_leaks() {
         outcomes.answered.load(Ordering::SeqCst) >= REQUESTS * 7 / 10,
         "{outcomes:?}"
     );
-    // Every [[e529]] request is a 529, except one whose worker a kill happened to hit.
+    // Every [[e529]] request is a 529, but for the rare one whose worker a kill happened to hit.
     let upstream = outcomes.upstream_errors.load(Ordering::SeqCst);
     assert!(
-        upstream <= REQUESTS / 20 && upstream + kills.load(Ordering::SeqCst) >= REQUESTS / 20,
+        (REQUESTS / 20 - 2..=REQUESTS / 20).contains(&upstream),
         "{outcomes:?}"
     );
     let mut firsts = first_deltas.lock().unwrap().clone();
