@@ -40,7 +40,7 @@ pub struct HistoryMessage {
     pub content: Vec<ContentBlock>,
 }
 
-/// A block of user content.
+/// A block of a message's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContentBlock {
     Text(String),
@@ -49,6 +49,44 @@ pub enum ContentBlock {
         media_type: String,
         data: String,
     },
+    /// The model's call of a client tool (in an assistant message), with the upstream's own
+    /// tool-use id and the client's own tool name.
+    ToolUse {
+        id: String,
+        name: String,
+        /// The call's input, as JSON text.
+        input: String,
+    },
+    /// The client's answer to a tool call (in a user message).
+    ToolResult {
+        tool_use_id: String,
+        /// Text and image blocks.
+        content: Vec<ContentBlock>,
+        is_error: bool,
+    },
+}
+
+/// A tool the client defines and runs itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: Option<String>,
+    /// The JSON schema of the tool's input, as JSON text.
+    pub input_schema: String,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// The model must call some tool.
+    Any,
+    /// The model must call this tool.
+    Tool(String),
+    /// The model must not call a tool.
+    None,
 }
 
 /// Why the model stopped.
@@ -177,6 +215,12 @@ pub struct TurnOutcome {
     pub structured_output: Option<String>,
     /// Every text delta the turn relayed, joined: what the client was shown.
     pub streamed_text: String,
+    /// The assistant message the turn relayed, as the client will send it back in its
+    /// history: text and tool-use blocks, in order (thinking is left out).
+    pub answer: Vec<ContentBlock>,
+    /// The ids of the client tool calls the CLI is waiting on. Not empty means the worker is
+    /// parked: the CLI is mid-turn, and the client's next request carries the results.
+    pub awaiting_tools: Vec<String>,
 }
 
 impl TurnOutcome {
@@ -188,6 +232,8 @@ impl TurnOutcome {
             text: String::new(),
             structured_output: None,
             streamed_text: String::new(),
+            answer: Vec::new(),
+            awaiting_tools: Vec::new(),
         }
     }
 

@@ -76,6 +76,22 @@ pub fn content_json(block: &ContentBlock) -> Value {
             "type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }),
+        ContentBlock::ToolUse { id, name, input } => json!({
+            "type": "tool_use",
+            "id": id,
+            "name": name,
+            "input": serde_json::from_str::<Value>(input).unwrap_or_else(|_| json!({})),
+        }),
+        ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+        } => json!({
+            "type": "tool_result",
+            "tool_use_id": tool_use_id,
+            "content": content.iter().map(content_json).collect::<Vec<_>>(),
+            "is_error": is_error,
+        }),
     }
 }
 
@@ -380,6 +396,8 @@ impl ResultLine {
                 .filter(|v| !v.is_null())
                 .map(Value::to_string),
             streamed_text: String::new(),
+            answer: Vec::new(),
+            awaiting_tools: Vec::new(),
         }
     }
 }
