@@ -66,7 +66,7 @@ impl Failure {
                 FailureKind::Server,
                 format!("ccpool could not start a worker: {why}"),
             ),
-            PoolError::Closed | PoolError::Retry => Self::new(
+            PoolError::Closed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 FailureKind::Server,
                 "ccpool is shutting down",

@@ -1,0 +1,393 @@
+//! The warm pool: workers started ahead of demand per launch profile, checked out for one
+//! request, then reset and kept for the same owner, or retired, by policy. Knows workers and
+//! the runtime seam; knows nothing of HTTP or of the CLI's wire format.
+//!
+//! Layout, one noun per file: `reservoir` (a profile's never-used warm workers) and `filler`
+//! (the task that tops reservoirs up, reaps and evicts); `owner` (per (profile, owner), a
+//! deadpool pool whose `create` takes a worker from the reservoir, so a worker that served one
+//! owner only ever returns to that owner's pool, and the release after a turn); `lease` (a
+//! checked-out worker, the turn task and its `TurnStream`); `graveyard` (container removal);
+//! `status` (counters and snapshots). A semaphore bounds the number of containers; every
+//! worker holds one permit.
+
+mod filler;
+mod graveyard;
+mod lease;
+mod owner;
+mod reservoir;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool::managed;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::{LaunchProfile, ModelInfo, OwnerKey, TurnOutcome, TurnRequest};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::worker::{SessionWorkspace, Worker, WorkerSettings};
+
+pub use lease::{Lease, TurnStream};
+pub use status::{PoolStatus, ProfileStatus};
+
+use reservoir::ProfilePool;
+use status::Counters;
+
+/// What happens to a worker after it served a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReusePolicy {
+    /// Reset it with `/clear` and keep it for the same owner, up to `max_uses` requests and
+    /// `max_age` of life.
+    Reuse { max_uses: u32, max_age: Duration },
+    /// Retire it: every request gets a never-used worker.
+    Fresh,
+}
+
+/// How the pool behaves.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub policy: ReusePolicy,
+    /// Containers at most: warm, busy and idle together.
+    pub max_workers: usize,
+    /// Warm workers kept for the default profile.
+    pub warm_default: usize,
+    /// Warm workers kept for each of the most recently used other profiles.
+    pub warm_recent: usize,
+    /// How many other profiles keep warm workers.
+    pub recent_profiles: usize,
+    /// How long a request may wait for a worker before it is told the pool is busy.
+    pub checkout_timeout: Duration,
+    /// A reusable worker idle this long is retired.
+    pub idle_timeout: Duration,
+    /// How long `/clear` may take.
+    pub reset_timeout: Duration,
+    /// Worker starts in flight at once (each costs most of a CPU-second).
+    pub max_concurrent_starts: usize,
+    /// Capacity of the channel between a running turn and its consumer.
+    pub turn_channel_capacity: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            policy: ReusePolicy::Reuse {
+                max_uses: 100,
+                max_age: Duration::from_secs(3600),
+            },
+            max_workers: 8,
+            warm_default: 2,
+            warm_recent: 1,
+            recent_profiles: 2,
+            checkout_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            reset_timeout: Duration::from_secs(10),
+            max_concurrent_starts: 2,
+            turn_channel_capacity: 64,
+        }
+    }
+}
+
+/// A request could not get a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no worker became free within {0:?}")]
+    Busy(Duration),
+    #[error("no worker could be started: {0}")]
+    StartFailed(String),
+    #[error("the pool is shutting down")]
+    Closed,
+}
+
+/// What the pool's parts share.
+struct PoolInner {
+    runtime: Arc<dyn ContainerRuntime>,
+    settings: Arc<WorkerSettings>,
+    config: PoolConfig,
+    capacity: Arc<Semaphore>,
+    /// The default profile first, then the others, most recently used first.
+    profiles: Mutex<Vec<Arc<ProfilePool>>>,
+    graveyard: mpsc::UnboundedSender<String>,
+    /// Wakes the filler: a worker was taken, retired or is wanted.
+    wake: Arc<Notify>,
+    counters: Counters,
+    /// The models the CLI offers, from the latest worker start.
+    models: Mutex<Vec<ModelInfo>>,
+    /// The CLI's version, from the latest worker start.
+    cli_version: Mutex<Option<String>>,
+    /// How many releases (reset or retirement after a turn) have completed.
+    releases: tokio::sync::watch::Sender<u64>,
+    /// Owns every task the pool spawns: the filler, the graveyard, turns and releases.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The pool of workers. Cheap to clone; `shutdown` stops it and removes its containers.
+#[derive(Clone)]
+pub struct WarmPool {
+    inner: Arc<PoolInner>,
+}
+
+impl WarmPool {
+    /// Removes what an earlier run of this instance left, then starts the filler that keeps
+    /// workers warm for `default_profile`.
+    pub async fn start(
+        runtime: Arc<dyn ContainerRuntime>,
+        settings: WorkerSettings,
+        config: PoolConfig,
+        default_profile: LaunchProfile,
+    ) -> Result<WarmPool, RuntimeError> {
+        let leftovers =
+            graveyard::remove_instance_containers(runtime.as_ref(), &settings.instance_id).await?;
+        if leftovers > 0 {
+            tracing::info!(count = leftovers, instance = %settings.instance_id, "removed containers an earlier run left");
+        }
+        let (graveyard, buried) = mpsc::unbounded_channel();
+        let inner = Arc::new(PoolInner {
+            runtime,
+            settings: Arc::new(settings),
+            capacity: Arc::new(Semaphore::new(config.max_workers)),
+            config,
+            profiles: Mutex::new(vec![Arc::new(ProfilePool::new(default_profile))]),
+            graveyard,
+            wake: Arc::new(Notify::new()),
+            counters: Counters::default(),
+            models: Mutex::new(Vec::new()),
+            cli_version: Mutex::new(None),
+            releases: tokio::sync::watch::Sender::new(0),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        inner.tasks.spawn(graveyard::run_graveyard(
+            inner.runtime.clone(),
+            buried,
+            inner.cancel.clone(),
+        ));
+        inner.tasks.spawn(filler::run_filler(
+            Arc::downgrade(&inner),
+            inner.cancel.clone(),
+        ));
+        Ok(WarmPool { inner })
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    pub fn settings(&self) -> &WorkerSettings {
+        &self.inner.settings
+    }
+
+    /// The container runtime the pool uses.
+    pub fn runtime(&self) -> Arc<dyn ContainerRuntime> {
+        self.inner.runtime.clone()
+    }
+
+    /// A worker for `profile` that has never served anyone but `owner`, waiting at most the
+    /// checkout timeout.
+    pub async fn checkout(
+        &self,
+        profile: &LaunchProfile,
+        owner: &OwnerKey,
+    ) -> Result<Lease, PoolError> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(PoolError::Closed);
+        }
+        let profile_pool = self.inner.profile_pool(profile);
+        let (owner_pool, owner_state) = self.inner.owner_pool(&profile_pool, owner);
+        let limit = self.inner.config.checkout_timeout;
+        let get = async {
+            // A worker of this owner being reset is back within moments: wait for it rather
+            // than spend a never-used worker.
+            owner_state
+                .wait_for_resets(self.inner.config.reset_timeout)
+                .await;
+            owner_pool.get().await
+        };
+        match tokio::time::timeout(limit, get).await {
+            Ok(Ok(worker)) => {
+                if worker.uses() > 0 {
+                    self.inner.counters.count_reused();
+                }
+                Ok(Lease::new(worker, owner_state, self.inner.clone()))
+            }
+            Ok(Err(managed::PoolError::Backend(e))) => Err(e),
+            Ok(Err(managed::PoolError::Closed)) => Err(PoolError::Closed),
+            Ok(Err(other)) => Err(PoolError::StartFailed(other.to_string())),
+            Err(_) => Err(match profile_pool.recent_start_error(limit) {
+                Some(e) => PoolError::StartFailed(e),
+                None => PoolError::Busy(limit),
+            }),
+        }
+    }
+
+    /// Checks out a worker and starts serving `request` on it: the shortcut for callers that
+    /// need nothing else from the lease.
+    pub async fn run(
+        &self,
+        profile: &LaunchProfile,
+        owner: &OwnerKey,
+        request: TurnRequest,
+    ) -> Result<TurnStream, PoolError> {
+        Ok(self.checkout(profile, owner).await?.start_turn(request))
+    }
+
+    /// Starts a worker outside the shared reservoirs, for a session: its workspace is the
+    /// session's volume, and it holds a capacity slot until it is dropped.
+    pub async fn start_dedicated(
+        &self,
+        profile: LaunchProfile,
+        workspace: SessionWorkspace,
+    ) -> Result<Worker, PoolError> {
+        let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(PoolError::Closed);
+        }
+        let limit = inner.config.checkout_timeout;
+        let slot = async {
+            loop {
+                if let Ok(permit) = inner.capacity.clone().try_acquire_owned() {
+                    return Ok(permit);
+                }
+                if !inner.evict_one_idle() {
+                    return inner
+                        .capacity
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| PoolError::Closed);
+                }
+            }
+        };
+        let permit = tokio::time::timeout(limit, slot)
+            .await
+            .map_err(|_| PoolError::Busy(limit))??;
+        let mut worker = Worker::start_in(
+            inner.runtime.clone(),
+            inner.settings.clone(),
+            profile,
+            Some(&workspace),
+        )
+        .await
+        .map_err(|e| {
+            inner.counters.count_start_failure();
+            PoolError::StartFailed(e.to_string())
+        })?;
+        inner.counters.count_started();
+        worker.attach(permit, inner.graveyard.clone());
+        Ok(worker)
+    }
+
+    /// Runs a turn on a worker the caller owns (a session's). `done` gets the worker and the
+    /// outcome back before the stream's final `Finished` item is sent, so whoever waits for
+    /// the answer finds the worker put away.
+    pub fn run_owned<F>(&self, worker: Worker, request: TurnRequest, done: F) -> TurnStream
+    where
+        F: FnOnce(Worker, &TurnOutcome) + Send + 'static,
+    {
+        lease::spawn_turn(
+            &self.inner,
+            Box::new(worker),
+            request,
+            move |worker, outcome, reply| async move {
+                done(*worker, &outcome);
+                reply.await;
+            },
+        )
+    }
+
+    /// Waits until the default profile has at least `n` warm workers (for tests, benchmarks
+    /// and readiness). Gives up after `limit`.
+    pub async fn wait_warm(&self, n: usize, limit: Duration) -> bool {
+        let profile = lock(&self.inner.profiles)[0].clone();
+        tokio::time::timeout(limit, profile.wait_warm(n))
+            .await
+            .is_ok()
+    }
+
+    /// Waits until `n` turns have been released (their workers reset and back in their pool,
+    /// or retired). Gives up after `limit`.
+    pub async fn wait_releases(&self, n: u64, limit: Duration) -> bool {
+        let mut releases = self.inner.releases.subscribe();
+        tokio::time::timeout(limit, releases.wait_for(|done| *done >= n))
+            .await
+            .is_ok()
+    }
+
+    /// The CLI's version (unknown until a worker has started).
+    pub fn cli_version(&self) -> Option<String> {
+        lock(&self.inner.cli_version).clone()
+    }
+
+    /// The models the CLI offers (empty until a worker has started).
+    pub fn models(&self) -> Vec<ModelInfo> {
+        lock(&self.inner.models).clone()
+    }
+
+    /// Stops the pool: interrupts running turns, stops the filler, waits for every task
+    /// (at most `grace`), and removes every container of this instance.
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        inner.tasks.close();
+        if tokio::time::timeout(grace, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("pool tasks did not finish within {grace:?}");
+        }
+        let profiles: Vec<Arc<ProfilePool>> = lock(&inner.profiles).drain(..).collect();
+        for profile in profiles {
+            for pool in profile.owner_pools() {
+                pool.close();
+            }
+            lock(&profile.owners).clear();
+            let workers = profile.drain();
+            futures::future::join_all(workers.into_iter().map(Worker::remove)).await;
+        }
+        match graveyard::remove_instance_containers(
+            inner.runtime.as_ref(),
+            &inner.settings.instance_id,
+        )
+        .await
+        {
+            Ok(n) => tracing::info!(removed = n, "pool stopped"),
+            Err(e) => tracing::warn!(cause = %e, "removing this instance's containers at shutdown"),
+        }
+    }
+}
+
+impl PoolInner {
+    /// The profile's pool, created on first use; marks it most recently used.
+    fn profile_pool(&self, profile: &LaunchProfile) -> Arc<ProfilePool> {
+        let mut profiles = lock(&self.profiles);
+        if profiles[0].profile == *profile {
+            return profiles[0].clone();
+        }
+        let found = profiles.iter().skip(1).position(|p| p.profile == *profile);
+        let pool = match found {
+            Some(i) => profiles.remove(i + 1),
+            None => {
+                self.wake.notify_one();
+                Arc::new(ProfilePool::new(profile.clone()))
+            }
+        };
+        profiles.insert(1, pool.clone());
+        pool
+    }
+
+    /// Counts retired workers and wakes the filler to replace them.
+    fn count_retired(&self, n: usize) {
+        if n > 0 {
+            self.counters.count_retired(n);
+            self.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! One launch profile's workers: its reservoir of never-used warm workers (oldest first), the
+//! starts in flight and the requests waiting for one, and its owners' pools.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::lock;
+use super::owner::{OwnerEntry, OwnerPool};
+use crate::domain::{LaunchProfile, OwnerKey};
+use crate::worker::Worker;
+
+/// The workers of one launch profile.
+pub(super) struct ProfilePool {
+    pub(super) profile: LaunchProfile,
+    /// Never-used warm workers, oldest first.
+    reservoir: Mutex<VecDeque<Worker>>,
+    /// Notified when a worker enters the reservoir.
+    pub(super) reservoir_filled: Notify,
+    pub(super) starting: AtomicUsize,
+    pub(super) waiting: AtomicUsize,
+    pub(super) owners: Mutex<HashMap<OwnerKey, OwnerEntry>>,
+    last_start_error: Mutex<Option<(Instant, String)>>,
+}
+
+impl ProfilePool {
+    pub(super) fn new(profile: LaunchProfile) -> Self {
+        ProfilePool {
+            profile,
+            reservoir: Mutex::new(VecDeque::new()),
+            reservoir_filled: Notify::new(),
+            starting: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            owners: Mutex::new(HashMap::new()),
+            last_start_error: Mutex::new(None),
+        }
+    }
+
+    /// Never-used workers in the reservoir (alive or not).
+    pub(super) fn warm(&self) -> usize {
+        lock(&self.reservoir).len()
+    }
+
+    /// Never-used workers whose container and CLI are alive. Leaves the reservoir as it is
+    /// (the filler drops the dead ones).
+    pub(super) fn live(&self) -> usize {
+        lock(&self.reservoir)
+            .iter_mut()
+            .filter_map(|w| w.is_alive().then_some(()))
+            .count()
+    }
+
+    /// A live never-used worker, if one is ready. Dead ones met on the way are dropped;
+    /// returns how many.
+    pub(super) fn take_warm(&self) -> (Option<Worker>, usize) {
+        let mut reservoir = lock(&self.reservoir);
+        let mut dead = 0;
+        while let Some(mut worker) = reservoir.pop_front() {
+            if worker.is_alive() {
+                return (Some(worker), dead);
+            }
+            dead += 1;
+        }
+        (None, dead)
+    }
+
+    /// Puts a just-started worker in the reservoir and wakes whoever waits for one.
+    pub(super) fn put_warm(&self, worker: Worker) {
+        lock(&self.reservoir).push_back(worker);
+        *lock(&self.last_start_error) = None;
+        self.reservoir_filled.notify_waiters();
+        self.reservoir_filled.notify_one();
+    }
+
+    /// Drops dead workers, then the newest ones above `target`; returns how many went.
+    pub(super) fn trim(&self, target: usize) -> usize {
+        let mut reservoir = lock(&self.reservoir);
+        let before = reservoir.len();
+        reservoir.retain_mut(|w| w.is_alive());
+        reservoir.truncate(target);
+        before - reservoir.len()
+    }
+
+    /// Takes every worker out (at shutdown).
+    pub(super) fn drain(&self) -> Vec<Worker> {
+        lock(&self.reservoir).drain(..).collect()
+    }
+
+    /// Waits until the reservoir holds at least `n` workers.
+    pub(super) async fn wait_warm(&self, n: usize) {
+        loop {
+            let filled = self.reservoir_filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            if self.warm() >= n {
+                return;
+            }
+            filled.await;
+        }
+    }
+
+    pub(super) fn record_start_error(&self, error: String) {
+        *lock(&self.last_start_error) = Some((Instant::now(), error));
+    }
+
+    /// Why the latest start failed, if that was less than `within` ago.
+    pub(super) fn recent_start_error(&self, within: Duration) -> Option<String> {
+        lock(&self.last_start_error)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < within)
+            .map(|(_, e)| e.clone())
+    }
+
+    pub(super) fn starting(&self) -> usize {
+        self.starting.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn owner_pools(&self) -> Vec<OwnerPool> {
+        lock(&self.owners)
+            .values()
+            .map(|e| e.pool.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,409 @@
+//! Pool unit tests on the fake runtime: checkout, reuse, owners, capacity, failures, shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::*;
+use crate::domain::{BlockDelta, TurnEvent};
+use crate::domain::{LaunchProfile, OwnerKey, TurnItem, TurnOutcome, TurnRequest, TurnStatus};
+use crate::fake::FakeRuntime;
+use crate::worker::WorkerSettings;
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        instance_id: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        silence_limit: Duration::from_millis(300),
+        interrupt_grace: Duration::from_millis(200),
+        start_timeout: Duration::from_secs(5),
+        ..WorkerSettings::default()
+    }
+}
+
+fn config(policy: ReusePolicy) -> PoolConfig {
+    PoolConfig {
+        policy,
+        max_workers: 4,
+        warm_default: 1,
+        checkout_timeout: Duration::from_secs(2),
+        ..PoolConfig::default()
+    }
+}
+
+fn reuse(max_uses: u32) -> ReusePolicy {
+    ReusePolicy::Reuse {
+        max_uses,
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+async fn pool_with(fake: &FakeRuntime, config: PoolConfig) -> WarmPool {
+    let pool = WarmPool::start(
+        Arc::new(fake.clone()),
+        settings(),
+        config,
+        LaunchProfile::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pool.wait_warm(1, Duration::from_secs(5)).await,
+        "the pool warms up"
+    );
+    pool
+}
+
+fn text(events: &[TurnEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::BlockDelta {
+                delta: BlockDelta::Text(t),
+                ..
+            } => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Serves one request and waits until the worker is back in its pool (or retired).
+async fn serve(pool: &WarmPool, owner: &str, prompt: &str) -> (String, TurnOutcome) {
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::new(owner))
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+    let (events, outcome) = lease
+        .start_turn(TurnRequest::text(prompt))
+        .collect_all()
+        .await;
+    assert_eq!(
+        text(&events),
+        if outcome.is_success() {
+            format!("Echo: {prompt}")
+        } else {
+            text(&events)
+        }
+    );
+    settle(pool).await;
+    (container, outcome)
+}
+
+/// Waits until every turn started so far has been released.
+async fn settle(pool: &WarmPool) {
+    let turns = pool.status().turns;
+    assert!(
+        pool.wait_releases(turns, Duration::from_secs(5)).await,
+        "pool did not settle: {:?}",
+        pool.status()
+    );
+}
+
+#[tokio::test]
+async fn a_request_takes_a_prewarmed_worker_and_starts_none() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let starts_before = fake.starts();
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::anonymous())
+        .await
+        .unwrap();
+    assert_eq!(lease.worker().uses(), 0);
+    assert_eq!(
+        fake.starts(),
+        starts_before,
+        "no container started on the request path"
+    );
+    let (events, outcome) = lease
+        .start_turn(TurnRequest::text("hi"))
+        .collect_all()
+        .await;
+    assert_eq!(text(&events), "Echo: hi");
+    assert!(outcome.is_success(), "{outcome:?}");
+    pool.shutdown(Duration::from_secs(2)).await;
+    assert!(fake.container_ids().is_empty());
+}
+
+#[tokio::test]
+async fn reuse_clears_between_requests_and_keeps_the_worker_for_its_owner() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let (first, _) = serve(&pool, "alice", "one").await;
+    let (second, _) = serve(&pool, "alice", "two").await;
+    assert_eq!(first, second, "the same owner gets the same worker back");
+    let lines = fake.stdin_of(&first);
+    let kinds: Vec<String> = lines
+        .iter()
+        .map(|l| match l["type"].as_str().unwrap() {
+            "control_request" => l["request"]["subtype"].as_str().unwrap().to_string(),
+            _ => l["message"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        })
+        .collect();
+    assert_eq!(kinds, vec!["initialize", "one", "/clear", "two", "/clear"]);
+    for line in lines
+        .iter()
+        .filter(|l| l["type"] == "user" && l["message"]["content"][0]["text"] != "/clear")
+    {
+        assert_eq!(line["client_composed"], true);
+    }
+    assert_eq!(pool.status().reused, 1);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_request_right_after_another_waits_for_the_reset_instead_of_taking_a_new_worker() {
+    let mut fake = FakeRuntime::new();
+    fake.clear_delay = Duration::from_millis(150);
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let owner = OwnerKey::new("alice");
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &owner)
+        .await
+        .unwrap();
+    let first = lease.worker().container_id().to_string();
+    let (_, outcome) = lease
+        .start_turn(TurnRequest::text("one"))
+        .collect_all()
+        .await;
+    assert!(outcome.is_success());
+    // The reset is still running: the next checkout waits for it.
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &owner)
+        .await
+        .unwrap();
+    assert_eq!(lease.worker().container_id(), first);
+    assert_eq!(lease.worker().uses(), 1);
+    drop(lease);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_worker_never_serves_two_owners() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let (alice, _) = serve(&pool, "alice", "a").await;
+    let (bob, _) = serve(&pool, "bob", "b").await;
+    let (alice_again, _) = serve(&pool, "alice", "a2").await;
+    assert_ne!(alice, bob);
+    assert_eq!(alice, alice_again);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn fresh_policy_retires_every_worker_after_one_request() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(ReusePolicy::Fresh)).await;
+    let (first, _) = serve(&pool, "alice", "one").await;
+    let (second, _) = serve(&pool, "alice", "two").await;
+    assert_ne!(first, second);
+    // The retired container goes away through the graveyard.
+    for _ in 0..100 {
+        if !fake.container_ids().contains(&first) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!fake.container_ids().contains(&first));
+    assert!(
+        !fake
+            .stdin_of(&first)
+            .iter()
+            .any(|l| l["message"]["content"][0]["text"] == "/clear")
+    );
+    pool.shutdown(Duration::from_secs(2)).await;
+    assert!(fake.container_ids().is_empty());
+}
+
+#[tokio::test]
+async fn reuse_retires_a_worker_at_its_maximum_number_of_uses() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(2))).await;
+    let (a, _) = serve(&pool, "alice", "1").await;
+    let (b, _) = serve(&pool, "alice", "2").await;
+    let (c, _) = serve(&pool, "alice", "3").await;
+    assert_eq!(a, b);
+    assert_ne!(b, c, "retired after two uses");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn waiting_is_bounded_and_ends_in_busy() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(
+        &fake,
+        PoolConfig {
+            max_workers: 1,
+            checkout_timeout: Duration::from_millis(200),
+            ..config(reuse(10))
+        },
+    )
+    .await;
+    let held = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::new("a"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let second = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::new("b"))
+        .await;
+    assert!(
+        matches!(second, Err(PoolError::Busy(_))),
+        "{:?}",
+        second.err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(held);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn an_idle_worker_of_another_owner_is_evicted_when_capacity_runs_out() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(
+        &fake,
+        PoolConfig {
+            max_workers: 1,
+            ..config(reuse(10))
+        },
+    )
+    .await;
+    let (alice, _) = serve(&pool, "alice", "a").await;
+    let (bob, outcome) = serve(&pool, "bob", "b").await;
+    assert!(outcome.is_success());
+    assert_ne!(alice, bob);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_idle_is_never_handed_out_and_is_replaced() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let (first, _) = serve(&pool, "alice", "one").await;
+    fake.kill(&first);
+    let (second, outcome) = serve(&pool, "alice", "two").await;
+    assert_ne!(first, second);
+    assert!(outcome.is_success(), "{outcome:?}");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_request_fails_that_request_and_is_retired() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::anonymous())
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+    let mut stream = lease.start_turn(TurnRequest::text("[[slow]]"));
+    assert!(matches!(stream.next().await, Some(TurnItem::Event(_))));
+    fake.kill(&container);
+    let (_, outcome) = stream.collect_all().await;
+    assert!(
+        matches!(outcome.status, TurnStatus::WorkerFailed(_)),
+        "{outcome:?}"
+    );
+    assert!(pool.wait_warm(1, Duration::from_secs(5)).await, "replaced");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn dropping_the_stream_interrupts_the_turn_and_the_worker_is_reused() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let lease = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::anonymous())
+        .await
+        .unwrap();
+    let container = lease.worker().container_id().to_string();
+    let mut stream = lease.start_turn(TurnRequest::text("[[slow]]"));
+    assert!(matches!(stream.next().await, Some(TurnItem::Event(_))));
+    drop(stream);
+    settle(&pool).await;
+    let lines = fake.stdin_of(&container);
+    assert!(
+        lines.iter().any(|l| l["request"]["subtype"] == "interrupt"),
+        "{lines:?}"
+    );
+    let (again, outcome) = serve(&pool, "anonymous", "after").await;
+    assert_eq!(again, container);
+    assert!(outcome.is_success());
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn the_watchdog_ends_a_silent_turn_and_kills_the_cli() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let started = Instant::now();
+    let (container, outcome) = serve(&pool, "alice", "[[hang]]").await;
+    assert!(
+        matches!(&outcome.status, TurnStatus::WorkerFailed(why) if why.contains("silent")),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let (next, _) = serve(&pool, "alice", "next").await;
+    assert_ne!(next, container, "a worker that hung is not reused");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn shutdown_removes_every_container_and_refuses_new_requests() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    serve(&pool, "a", "x").await;
+    serve(&pool, "b", "y").await;
+    pool.shutdown(Duration::from_secs(2)).await;
+    assert!(fake.container_ids().is_empty());
+    let after = pool
+        .checkout(&LaunchProfile::default(), &OwnerKey::anonymous())
+        .await;
+    assert!(matches!(after, Err(PoolError::Closed)));
+}
+
+#[tokio::test]
+async fn a_new_profile_gets_its_own_workers_and_recent_profiles_stay_warm() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let other = LaunchProfile {
+        system_prompt: Some("Be brief.".into()),
+        ..LaunchProfile::default()
+    };
+    let lease = pool.checkout(&other, &OwnerKey::anonymous()).await.unwrap();
+    assert_eq!(lease.worker().profile(), &other);
+    drop(lease);
+    for _ in 0..200 {
+        if pool
+            .status()
+            .profiles
+            .iter()
+            .any(|p| !p.is_default && p.warm == 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = pool.status();
+    assert_eq!(status.profiles.len(), 2);
+    assert_eq!(status.profiles[1].warm, 1, "{status:?}");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn counting_live_warm_workers_for_readiness_changes_nothing() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let before = pool.status();
+    for id in fake.container_ids() {
+        fake.kill(&id);
+    }
+    assert_eq!(pool.live_warm(), 0);
+    let after = pool.status();
+    assert_eq!(after.profiles[0].warm, before.profiles[0].warm, "{after:?}");
+    assert_eq!(after.retired, before.retired);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
