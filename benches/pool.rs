@@ -378,15 +378,18 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
         for i in 0..=turns {
             let chat = request(&history, i);
             let started = Instant::now();
-            let stream = if stateless {
-                ccpool::chat::start(&pool, chat).await.expect("chat")
+            let target = if stateless {
+                ccpool::chat::Target::Pool
             } else {
-                sessions
-                    .start_chat("bench", chat, SessionOptions::default())
-                    .await
-                    .expect("session")
-                    .stream
+                ccpool::chat::Target::Session {
+                    id: "bench".into(),
+                    options: SessionOptions::default(),
+                }
             };
+            let stream = ccpool::chat::start(&pool, &sessions, target, chat)
+                .await
+                .expect("chat")
+                .stream;
             let (first, text) = drain(stream, started).await;
             if i > 0 {
                 firsts.push(first);

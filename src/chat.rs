@@ -1,5 +1,6 @@
-//! The business function both API dialects call: serve one chat request on a pooled worker and
-//! turn the worker's turn into exactly what the client asked for. Relays only the first
+//! The business function every API dialect calls: serve one chat request, on a pooled worker
+//! or in a session (`start`, `Target`), and turn the worker's turn into exactly what the
+//! client asked for. Relays only the first
 //! upstream message (the CLI continues on its own after a `max_tokens` stop: that is cut and
 //! interrupted), enforces stop sequences on the streamed text, and hides thinking blocks the
 //! client did not ask for, keeping block indexes dense. Knows domain types only.
@@ -15,6 +16,7 @@ use crate::domain::{
     TurnRequest, TurnStatus, Usage,
 };
 use crate::pool::{PoolError, TurnStream, WarmPool};
+use crate::sessions::{SessionError, SessionOptions, Sessions};
 
 /// One chat request, translated from either dialect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,13 +67,101 @@ pub enum ChatFailure {
     Worker(String),
 }
 
-/// Checks out a worker and starts the request.
-pub async fn start(pool: &WarmPool, request: ChatRequest) -> Result<ChatStream, PoolError> {
-    let lease = pool.checkout(&request.profile, &request.owner).await?;
-    let turn = lease.start_turn(request.turn);
-    let mut stream = ChatStream::new(turn, request.stop_sequences, request.include_thinking);
-    stream.structured = request.structured;
-    Ok(stream)
+/// Where a chat request runs.
+#[derive(Clone, Debug, Default)]
+pub enum Target {
+    /// A worker of the shared pool, checked out for this request.
+    #[default]
+    Pool,
+    /// The session's dedicated worker (the session is created on first use, with `options`).
+    Session { id: String, options: SessionOptions },
+}
+
+/// How a chat stream relays the turn, decided when it is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The first upstream message only; the CLI's own continuation is cut and interrupted.
+    Message,
+    /// Tools on, inside a session: every upstream message of the tool loop is relayed as one
+    /// message, tool calls hidden, ended once when the turn ends.
+    Agentic,
+    /// The profile has a JSON schema: nothing is relayed; the validated object comes with the
+    /// end, and the CLI's second upstream turn is part of the request.
+    Structured,
+}
+
+/// A started chat: its stream, and the session it runs in (with whether it forked).
+pub struct Started {
+    pub stream: ChatStream,
+    pub session: Option<SessionStarted>,
+}
+
+/// The session a chat runs in.
+pub struct SessionStarted {
+    pub id: String,
+    /// The history diverged from the session's and was replayed.
+    pub forked: bool,
+}
+
+/// Why a chat could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Pool(PoolError),
+    Session(SessionError),
+}
+
+/// Starts a chat request on its target: checks out a pooled worker, or hands the request to
+/// its session.
+pub async fn start(
+    pool: &WarmPool,
+    sessions: &Sessions,
+    target: Target,
+    request: ChatRequest,
+) -> Result<Started, StartError> {
+    let structured = request.structured;
+    let mode = |agentic: bool| match (structured, agentic) {
+        (true, _) => Mode::Structured,
+        (false, true) => Mode::Agentic,
+        (false, false) => Mode::Message,
+    };
+    match target {
+        Target::Pool => {
+            let lease = pool
+                .checkout(&request.profile, &request.owner)
+                .await
+                .map_err(StartError::Pool)?;
+            let turn = lease.start_turn(request.turn);
+            let stream = ChatStream::new(
+                turn,
+                request.stop_sequences,
+                request.include_thinking,
+                mode(false),
+            );
+            Ok(Started {
+                stream,
+                session: None,
+            })
+        }
+        Target::Session { id, options } => {
+            let turn = sessions
+                .start_turn(&id, &request.profile, request.turn, options)
+                .await
+                .map_err(StartError::Session)?;
+            let stream = ChatStream::new(
+                turn.stream,
+                request.stop_sequences,
+                request.include_thinking,
+                mode(turn.agentic),
+            );
+            Ok(Started {
+                stream,
+                session: Some(SessionStarted {
+                    id,
+                    forked: turn.forked,
+                }),
+            })
+        }
+    }
 }
 
 /// The events of one chat request, shaped for the client.
@@ -85,9 +175,7 @@ pub struct ChatStream {
     indexes: HashMap<(u32, u32), u32>,
     /// Upstream messages seen (block indexes restart in each).
     messages: u32,
-    /// Agentic mode (tools on, inside a session): every upstream message of the tool loop is
-    /// relayed as one message, tool calls hidden, ended once when the turn ends.
-    pub agentic: bool,
+    mode: Mode,
     agentic_output: u64,
     next_index: u32,
     /// The first upstream message has started / ended.
@@ -99,19 +187,23 @@ pub struct ChatStream {
     usage: Usage,
     /// Text deltas relayed, the output-token estimate when a stop sequence cuts the message.
     deltas: u64,
-    /// The profile has a JSON schema: relay nothing; the object comes with the end.
-    pub structured: bool,
     done: bool,
 }
 
 impl ChatStream {
-    pub fn new(turn: TurnStream, stop_sequences: Vec<String>, include_thinking: bool) -> Self {
+    pub fn new(
+        turn: TurnStream,
+        stop_sequences: Vec<String>,
+        include_thinking: bool,
+        mode: Mode,
+    ) -> Self {
         let stop = turn.interrupt_handle();
         Self::from_parts(
             Box::pin(turn),
             Box::new(move || stop.cancel()),
             stop_sequences,
             include_thinking,
+            mode,
         )
     }
 
@@ -121,6 +213,7 @@ impl ChatStream {
         interrupt: Box<dyn Fn() + Send>,
         stop_sequences: Vec<String>,
         include_thinking: bool,
+        mode: Mode,
     ) -> Self {
         ChatStream {
             turn,
@@ -130,7 +223,7 @@ impl ChatStream {
             include_thinking,
             indexes: HashMap::new(),
             messages: 0,
-            agentic: false,
+            mode,
             agentic_output: 0,
             next_index: 0,
             started: false,
@@ -139,13 +232,12 @@ impl ChatStream {
             stop_reason: None,
             usage: Usage::default(),
             deltas: 0,
-            structured: false,
             done: false,
         }
     }
 
     fn relaying(&self) -> bool {
-        self.cut.is_none() && (self.agentic || !self.finished_message)
+        self.cut.is_none() && (self.mode == Mode::Agentic || !self.finished_message)
     }
 
     fn stop_here(&mut self, reason: StopReason, sequence: Option<String>) {
@@ -154,7 +246,7 @@ impl ChatStream {
     }
 
     fn on_event(&mut self, event: TurnEvent) {
-        if self.structured {
+        if self.mode == Mode::Structured {
             // The object arrives with the result; the tool call that carries it is not text.
             if let TurnEvent::MessageStart { usage, .. } = event {
                 if !self.started {
@@ -170,7 +262,7 @@ impl ChatStream {
                 if self.started {
                     // A later upstream message: part of a tool loop in agentic mode, else the
                     // CLI going on by itself after the first one.
-                    if !self.agentic && self.cut.is_none() {
+                    if self.mode != Mode::Agentic && self.cut.is_none() {
                         self.stop_here(
                             self.stop_reason.clone().unwrap_or(StopReason::EndTurn),
                             None,
@@ -192,7 +284,7 @@ impl ChatStream {
                         !self.include_thinking
                     }
                     // In agentic mode the CLI runs its tools itself; the client sees the text.
-                    BlockKind::ToolUse { .. } => self.agentic,
+                    BlockKind::ToolUse { .. } => self.mode == Mode::Agentic,
                     _ => false,
                 };
                 if hidden {
@@ -252,7 +344,7 @@ impl ChatStream {
                 usage,
             } if self.relaying() => {
                 self.stop_reason = stop_reason.clone();
-                if self.agentic {
+                if self.mode == Mode::Agentic {
                     // One message to the client: the end comes once, when the turn ends.
                     self.agentic_output += usage.output_tokens;
                     return;
@@ -266,7 +358,7 @@ impl ChatStream {
                 }));
             }
             TurnEvent::MessageStop if self.relaying() => {
-                if self.agentic {
+                if self.mode == Mode::Agentic {
                     return;
                 }
                 self.finished_message = true;
@@ -291,7 +383,7 @@ impl ChatStream {
     }
 
     fn on_finished(&mut self, outcome: TurnOutcome) {
-        if self.agentic
+        if self.mode == Mode::Agentic
             && self.started
             && self.cut.is_none()
             && outcome.status == TurnStatus::Completed
@@ -307,7 +399,7 @@ impl ChatStream {
             self.out.push_back(ChatItem::Event(TurnEvent::MessageStop));
         }
         // A structured answer spans several upstream turns: the CLI's totals for the turn count.
-        let usage = if self.started && !self.structured {
+        let usage = if self.started && self.mode != Mode::Structured {
             self.usage
         } else {
             outcome.usage
@@ -324,17 +416,19 @@ impl ChatStream {
                 end.stop_reason = Some(reason);
                 end.stop_sequence = sequence;
             }
-            (None, TurnStatus::Completed) if self.structured => match outcome.structured_output {
-                Some(object) => {
-                    end.stop_reason = Some(StopReason::EndTurn);
-                    end.structured_output = Some(object);
+            (None, TurnStatus::Completed) if self.mode == Mode::Structured => {
+                match outcome.structured_output {
+                    Some(object) => {
+                        end.stop_reason = Some(StopReason::EndTurn);
+                        end.structured_output = Some(object);
+                    }
+                    None => {
+                        end.failure = Some(ChatFailure::Worker(
+                            "the CLI returned no structured output".into(),
+                        ))
+                    }
                 }
-                None => {
-                    end.failure = Some(ChatFailure::Worker(
-                        "the CLI returned no structured output".into(),
-                    ))
-                }
-            },
+            }
             (None, TurnStatus::Completed) => {
                 end.stop_reason = self.stop_reason.clone().or(outcome.stop_reason)
             }
@@ -478,6 +572,7 @@ mod tests {
             }),
             stops.iter().map(|s| s.to_string()).collect(),
             thinking,
+            Mode::Message,
         );
         let out = futures::executor::block_on(stream.collect::<Vec<_>>());
         (out, interrupts.load(Ordering::SeqCst))
@@ -597,15 +692,15 @@ mod tests {
         let items = recorded("tool_bash_partial");
         let interrupts = Arc::new(AtomicUsize::new(0));
         let counter = interrupts.clone();
-        let mut stream = ChatStream::from_parts(
+        let stream = ChatStream::from_parts(
             Box::pin(futures::stream::iter(items)),
             Box::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
             Vec::new(),
             false,
+            Mode::Agentic,
         );
-        stream.agentic = true;
         let out = futures::executor::block_on(stream.collect::<Vec<_>>());
         assert_eq!(
             interrupts.load(Ordering::SeqCst),
@@ -642,13 +737,13 @@ mod tests {
     #[test]
     fn a_structured_answer_comes_whole_at_the_end() {
         let items = recorded("json_schema_partial");
-        let mut stream = ChatStream::from_parts(
+        let stream = ChatStream::from_parts(
             Box::pin(futures::stream::iter(items)),
             Box::new(|| {}),
             Vec::new(),
             false,
+            Mode::Structured,
         );
-        stream.structured = true;
         let out = futures::executor::block_on(stream.collect::<Vec<_>>());
         assert_eq!(out.len(), 1, "no block is relayed: {out:?}");
         let end = end(&out);

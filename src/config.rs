@@ -348,10 +348,10 @@ impl ServeArgs {
         }
     }
 
-    pub fn api_settings(&self) -> crate::server::ApiSettings {
-        let mut api = crate::server::ApiSettings {
+    pub fn api_settings(&self) -> crate::http::ApiSettings {
+        let mut api = crate::http::ApiSettings {
             max_body_bytes: self.max_body_mib * 1024 * 1024,
-            ..crate::server::ApiSettings::default()
+            ..crate::http::ApiSettings::default()
         };
         api.openai.model_aliases = self.model_aliases.iter().cloned().collect();
         api.api_keys = self.api_keys.clone();

@@ -49,6 +49,13 @@ pub enum ContentBlock {
         media_type: String,
         data: String,
     },
+    /// An image the client named by URL, fetched and turned into an `Image` by ccpool before
+    /// the request starts (only with `--fetch-remote-images`). `field` names where it was in
+    /// the client's request, for errors.
+    RemoteImage {
+        url: String,
+        field: String,
+    },
     /// The model's call of a client tool (in an assistant message), with the upstream's own
     /// tool-use id and the client's own tool name.
     ToolUse {

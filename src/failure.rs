@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 
-use crate::chat::ChatFailure;
+use crate::chat::{ChatFailure, StartError};
 use crate::pool::PoolError;
 use crate::sessions::SessionError;
 
@@ -12,6 +12,8 @@ use crate::sessions::SessionError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
     InvalidRequest,
+    /// The client presented no key, or a key ccpool does not know.
+    Unauthenticated,
     NotFound,
     Permission,
     Conflict,
@@ -71,6 +73,13 @@ impl Failure {
                 FailureKind::Server,
                 "ccpool is shutting down",
             ),
+        }
+    }
+
+    pub fn from_start(e: &StartError) -> Self {
+        match e {
+            StartError::Pool(e) => Self::from_pool(e),
+            StartError::Session(e) => Self::from_session(e),
         }
     }
 

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::LaunchProfile;
+use crate::http::{ApiSettings, AppState, app};
 use crate::pool::{PoolConfig, ReusePolicy, WarmPool};
-use crate::server::{ApiSettings, AppState, app};
 use crate::worker::WorkerSettings;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -11,9 +11,9 @@ use tracing_subscriber::EnvFilter;
 use ccpool::config::{LogFormat, ServeArgs, file_settings};
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
+use ccpool::http::{AppState, app};
 use ccpool::pool::WarmPool;
 use ccpool::runtime::ContainerRuntime;
-use ccpool::server::{AppState, app};
 
 #[derive(Parser)]
 #[command(

@@ -11,9 +11,10 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chat::{ChatRequest, ChatStream};
-use crate::domain::{ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnStatus};
-use crate::pool::{PoolError, WarmPool};
+use crate::domain::{
+    ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnRequest, TurnStatus,
+};
+use crate::pool::{PoolError, TurnStream, WarmPool};
 use crate::runtime::{ExecSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION};
 use crate::worker::{SessionWorkspace, Worker, run_command};
 
@@ -212,10 +213,12 @@ fn continuation(known: Option<&[HistoryMessage]>, history: &[HistoryMessage]) ->
 }
 
 /// A started session turn.
-pub struct SessionChat {
-    pub stream: ChatStream,
+pub struct SessionTurn {
+    pub stream: TurnStream,
     /// The history diverged from the session's and was replayed.
     pub forked: bool,
+    /// The session has tools on: the CLI runs its tool loop within the turn.
+    pub agentic: bool,
 }
 
 struct SessionsInner {
@@ -400,13 +403,15 @@ impl Sessions {
         Ok(())
     }
 
-    /// Serves a chat request in a session (created on first use, with `options`).
-    pub async fn start_chat(
+    /// Starts a turn in a session (created on first use, with `options`), for a request that
+    /// asks for `profile`.
+    pub async fn start_turn(
         &self,
         id: &str,
-        chat: ChatRequest,
+        profile: &LaunchProfile,
+        turn: TurnRequest,
         options: SessionOptions,
-    ) -> Result<SessionChat, SessionError> {
+    ) -> Result<SessionTurn, SessionError> {
         let (session, _) = self.get_or_insert(id, options)?;
         let mut state = self.lock_state(&session).await?;
         {
@@ -415,9 +420,9 @@ impl Sessions {
             info.last_used_wall = SystemTime::now();
         }
         match &state.profile {
-            Some(profile)
-                if chat.profile.system_prompt.is_some()
-                    && chat.profile.system_prompt != profile.system_prompt =>
+            Some(current)
+                if profile.system_prompt.is_some()
+                    && profile.system_prompt != current.system_prompt =>
             {
                 return Err(SessionError::SystemPromptChanged(id.to_string()));
             }
@@ -425,26 +430,25 @@ impl Sessions {
             None => {
                 state.profile = Some(LaunchProfile {
                     builtin_tools: session.options.tools,
-                    system_prompt: chat
-                        .profile
+                    system_prompt: profile
                         .system_prompt
                         .clone()
                         .or(session.options.system_prompt.clone()),
-                    ..chat.profile.clone()
+                    ..profile.clone()
                 });
             }
         }
         self.ensure_worker(&session, &mut state).await?;
 
-        let history = chat.turn.history.clone();
-        let mut sent = chat.turn.clone();
+        let history = turn.history.clone();
+        let mut sent = turn.clone();
         let mut forked = false;
         match continuation(state.transcript.as_deref(), &history) {
             Continuation::Append(new_user_turns) => {
                 sent.history = Vec::new();
                 sent.content = new_user_turns
                     .into_iter()
-                    .chain(chat.turn.content.clone())
+                    .chain(turn.content.clone())
                     .collect();
             }
             // The full history goes to the worker, which replays it through a transcript; it
@@ -466,13 +470,13 @@ impl Sessions {
         if forked {
             lock(&session.info).forks += 1;
         }
-        if let Some(model) = &chat.turn.model {
+        if let Some(model) = &turn.model {
             lock(&session.info).model = Some(model.clone());
         }
         let mut client_view = history;
         client_view.push(HistoryMessage {
             role: Role::User,
-            content: chat.turn.content.clone(),
+            content: turn.content.clone(),
         });
         let worker = state.worker.take().expect("ensured above");
         let info_session = session.clone();
@@ -498,10 +502,11 @@ impl Sessions {
                 }
                 lock(&info_session.info).turns += 1;
             });
-        let mut stream = ChatStream::new(stream, chat.stop_sequences, chat.include_thinking);
-        stream.agentic = session.options.tools;
-        stream.structured = chat.structured;
-        Ok(SessionChat { stream, forked })
+        Ok(SessionTurn {
+            stream,
+            forked,
+            agentic: session.options.tools,
+        })
     }
 
     async fn lock_state(

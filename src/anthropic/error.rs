@@ -57,6 +57,7 @@ impl From<Failure> for AnthropicError {
     fn from(f: Failure) -> Self {
         let kind = match f.kind {
             FailureKind::InvalidRequest | FailureKind::Conflict => "invalid_request_error",
+            FailureKind::Unauthenticated => "authentication_error",
             FailureKind::NotFound => "not_found_error",
             FailureKind::Permission => "permission_error",
             FailureKind::TooLarge => "request_too_large",

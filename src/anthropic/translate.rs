@@ -4,8 +4,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
+use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, OwnerKey, Role, TurnEvent,
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, Role, TurnEvent,
     TurnRequest, Usage,
 };
 
@@ -35,8 +36,8 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Anthropic
     })
 }
 
-/// A Messages API request as a chat request for `owner`.
-pub fn to_chat(request: MessagesRequest, owner: OwnerKey) -> Result<ChatRequest, AnthropicError> {
+/// A Messages API request as a chat request.
+pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatRequest, AnthropicError> {
     if let Some(tools) = &request.tools {
         if !tools.is_empty() {
             return Err(AnthropicError::invalid(
@@ -61,7 +62,7 @@ pub fn to_chat(request: MessagesRequest, owner: OwnerKey) -> Result<ChatRequest,
     if request.model.trim().is_empty() {
         return Err(AnthropicError::invalid("model: must not be empty"));
     }
-    let (history, content) = split_messages(&request.messages)?;
+    let (history, content) = split_messages(&request.messages, context.fetch_remote_images)?;
     let stop_sequences = request.stop_sequences.unwrap_or_default();
     if stop_sequences.iter().any(String::is_empty) {
         return Err(AnthropicError::invalid(
@@ -83,7 +84,7 @@ pub fn to_chat(request: MessagesRequest, owner: OwnerKey) -> Result<ChatRequest,
         effort: None,
     };
     Ok(ChatRequest {
-        owner,
+        owner: context.owner.clone(),
         profile,
         turn: TurnRequest {
             history,
@@ -128,6 +129,7 @@ pub fn system_prompt(system: Option<&Value>) -> Result<Option<String>, Anthropic
 /// Splits the messages into the history and the new user turn (the last message).
 fn split_messages(
     messages: &[MessageParam],
+    remote_images: bool,
 ) -> Result<(Vec<HistoryMessage>, Vec<ContentBlock>), AnthropicError> {
     if messages.is_empty() {
         return Err(AnthropicError::invalid(
@@ -145,7 +147,8 @@ fn split_messages(
                 )));
             }
         };
-        let content = content_blocks(&message.content, role, &format!("messages.{i}.content"))?;
+        let path = format!("messages.{i}.content");
+        let content = content_blocks(&message.content, role, &path, remote_images)?;
         history.push(HistoryMessage { role, content });
     }
     let last = history.pop().expect("not empty");
@@ -163,6 +166,7 @@ fn content_blocks(
     content: &Value,
     role: Role,
     path: &str,
+    remote_images: bool,
 ) -> Result<Vec<ContentBlock>, AnthropicError> {
     let blocks = match content {
         Value::String(text) if text.is_empty() => {
@@ -204,7 +208,7 @@ fn content_blocks(
                     )));
                 }
             },
-            "image" => out.push(image(block.get("source"), &at)?),
+            "image" => out.push(image(block.get("source"), &at, remote_images)?),
             "thinking" | "redacted_thinking" if role == Role::Assistant => {}
             "tool_use" | "tool_result" | "server_tool_use" => {
                 return Err(AnthropicError::invalid(format!(
@@ -226,7 +230,11 @@ fn content_blocks(
     Ok(out)
 }
 
-fn image(source: Option<&Value>, at: &str) -> Result<ContentBlock, AnthropicError> {
+fn image(
+    source: Option<&Value>,
+    at: &str,
+    remote_images: bool,
+) -> Result<ContentBlock, AnthropicError> {
     let source = source.ok_or_else(|| AnthropicError::invalid(format!("{at}.source: required")))?;
     match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
@@ -254,6 +262,15 @@ fn image(source: Option<&Value>, at: &str) -> Result<ContentBlock, AnthropicErro
                 ))),
             }
         }
+        Some("url") if remote_images => match source.get("url").and_then(Value::as_str) {
+            Some(url) => Ok(ContentBlock::RemoteImage {
+                url: url.to_string(),
+                field: format!("{at}.source.url"),
+            }),
+            None => Err(AnthropicError::invalid(format!(
+                "{at}.source.url: a string is required"
+            ))),
+        },
         Some(other) => Err(AnthropicError::invalid(format!(
             "{at}.source.type: \"{other}\" images are fetched by ccpool only with --fetch-remote-images; send the image as base64"
         ))),
@@ -418,11 +435,18 @@ impl MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::OwnerKey;
     use crate::domain::StopReason;
 
     fn request(body: Value) -> Result<ChatRequest, AnthropicError> {
         let parsed: MessagesRequest = parse(body.to_string().as_bytes())?;
-        to_chat(parsed, OwnerKey::anonymous())
+        let options = Default::default();
+        let context = Context {
+            owner: OwnerKey::anonymous(),
+            options: &options,
+            fetch_remote_images: false,
+        };
+        to_chat(parsed, &context)
     }
 
     fn check_invalid(body: Value, mentions: &str) {

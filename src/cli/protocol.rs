@@ -76,6 +76,11 @@ pub fn content_json(block: &ContentBlock) -> Value {
             "type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }),
+        // Normally fetched before the request starts; the upstream can fetch it too.
+        ContentBlock::RemoteImage { url, .. } => json!({
+            "type": "image",
+            "source": {"type": "url", "url": url},
+        }),
         ContentBlock::ToolUse { id, name, input } => json!({
             "type": "tool_use",
             "id": id,

@@ -72,6 +72,9 @@ impl From<Failure> for OpenAiError {
     fn from(f: Failure) -> Self {
         let (status, kind, code) = match f.kind {
             FailureKind::InvalidRequest => (f.status, "invalid_request_error", None),
+            FailureKind::Unauthenticated => {
+                (f.status, "invalid_request_error", Some("invalid_api_key"))
+            }
             FailureKind::NotFound => (f.status, "invalid_request_error", Some("not_found")),
             FailureKind::Permission => {
                 (f.status, "invalid_request_error", Some("permission_denied"))

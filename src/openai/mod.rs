@@ -1,13 +1,14 @@
 //! The OpenAI Chat Completions dialect: `POST /v1/chat/completions` (also under `/openai`),
-//! streaming and not. Wire types and their translation stay here; handlers are thin.
+//! streaming and not. A translator only, laid out like `anthropic`: `wire`, `translate`,
+//! `dialect` (the `Dialect` and its `Reply`), `error` (the OpenAI error shape).
 
+mod dialect;
 mod error;
-mod handlers;
 pub mod translate;
 pub mod wire;
 
+pub use dialect::{ChatCompletions, CompletionReply};
 pub use error::OpenAiError;
-pub use handlers::routes;
 
 #[cfg(test)]
 mod tests;

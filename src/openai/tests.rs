@@ -220,7 +220,7 @@ async fn bad_input_gets_a_4xx_in_the_openai_shape() {
 async fn models_are_listed_in_both_shapes() {
     let h = harness().await;
     let get = |path: &'static str, anthropic: bool| {
-        let app = crate::server::app(h.state.clone());
+        let app = crate::http::app(h.state.clone());
         async move {
             use tower::ServiceExt;
             let mut request = axum::http::Request::get(path);
@@ -274,7 +274,7 @@ async fn models_are_listed_in_both_shapes() {
 
 #[tokio::test]
 async fn remote_images_are_fetched_only_when_enabled() {
-    use crate::server::ApiSettings;
+    use crate::http::ApiSettings;
     let png: Vec<u8> = b"\x89PNG\r\n\x1a\nfake-image-bytes".to_vec();
     let served = png.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,13 +1,12 @@
 //! Explicit translation between Chat Completions and the domain: a request into a
 //! `ChatRequest`, and chat items back into `chat.completion` chunks or objects.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
 
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
+use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, OwnerKey, Role, StopReason, TurnEvent,
+    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnEvent,
     TurnRequest, Usage,
 };
 
@@ -19,14 +18,7 @@ const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
 /// The schema `json_object` stands for: any JSON object.
 const ANY_OBJECT_SCHEMA: &str = r#"{"type":"object"}"#;
 
-/// What the translation needs from the configuration.
-#[derive(Clone, Debug, Default)]
-pub struct OpenAiOptions {
-    /// Client model name → the model the CLI gets (`gpt-4o` → `claude-sonnet-4-5`).
-    pub model_aliases: HashMap<String, String>,
-    /// Expose the model's thinking as `reasoning_content` (never in `content`).
-    pub reasoning_content: bool,
-}
+pub use crate::dialect::OpenAiOptions;
 
 /// A translated request and how to answer it.
 #[derive(Debug)]
@@ -59,12 +51,12 @@ pub fn parse(body: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
     })
 }
 
-/// A Chat Completions request as a chat request for `owner`.
+/// A Chat Completions request as a chat request.
 pub fn to_chat(
     request: ChatCompletionRequest,
-    owner: OwnerKey,
-    options: &OpenAiOptions,
+    context: &Context,
 ) -> Result<Translated, OpenAiError> {
+    let options = context.options;
     refuse_unsupported(&request)?;
     if request.model.trim().is_empty() {
         return Err(OpenAiError::invalid("model", "model must not be empty"));
@@ -76,7 +68,8 @@ pub fn to_chat(
             "must be at least 1",
         ));
     }
-    let (system, history, content) = split_messages(&request.messages)?;
+    let (system, history, content) =
+        split_messages(&request.messages, context.fetch_remote_images)?;
     let json_schema = response_format(request.response_format.as_ref())?;
     let structured = json_schema.is_some();
     let profile = LaunchProfile {
@@ -92,7 +85,7 @@ pub fn to_chat(
         .cloned()
         .unwrap_or_else(|| request.model.clone());
     let chat = ChatRequest {
-        owner,
+        owner: context.owner.clone(),
         profile,
         turn: TurnRequest {
             history,
@@ -161,7 +154,10 @@ type Conversation = (Option<String>, Vec<HistoryMessage>, Vec<ContentBlock>);
 
 /// `system` and `developer` messages make the system prompt; the rest is the conversation,
 /// whose last message is the new user turn.
-fn split_messages(messages: &[ChatMessage]) -> Result<Conversation, OpenAiError> {
+fn split_messages(
+    messages: &[ChatMessage],
+    remote_images: bool,
+) -> Result<Conversation, OpenAiError> {
     if messages.is_empty() {
         return Err(OpenAiError::invalid(
             "messages",
@@ -178,7 +174,7 @@ fn split_messages(messages: &[ChatMessage]) -> Result<Conversation, OpenAiError>
             }
             "user" => turns.push(HistoryMessage {
                 role: Role::User,
-                content: user_content(&message.content, &param)?,
+                content: user_content(&message.content, &param, remote_images)?,
             }),
             "assistant" => {
                 if message.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
@@ -272,7 +268,11 @@ fn text_only(content: &Value, param: &str) -> Result<String, OpenAiError> {
     Ok(text)
 }
 
-fn user_content(content: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
+fn user_content(
+    content: &Value,
+    param: &str,
+    remote_images: bool,
+) -> Result<Vec<ContentBlock>, OpenAiError> {
     let param = format!("{param}.content");
     match content {
         Value::String(s) if !s.is_empty() => Ok(vec![ContentBlock::Text(s.clone())]),
@@ -294,7 +294,7 @@ fn user_content(content: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenA
                             .get("image_url")
                             .and_then(|i| i.get("url").or(Some(i)))
                             .and_then(Value::as_str);
-                        image(url, &at)
+                        image(url, &at, remote_images)
                     }
                     Some(other) => Err(OpenAiError::unsupported(
                         &format!("{at}.type"),
@@ -322,11 +322,18 @@ fn user_content(content: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenA
     }
 }
 
-/// A `data:` URL as an image block; remote URLs are refused (ccpool does not fetch).
-fn image(url: Option<&str>, at: &str) -> Result<ContentBlock, OpenAiError> {
+/// A `data:` URL as an image block; an `http(s)` URL is fetched only with
+/// `--fetch-remote-images`, and refused otherwise.
+fn image(url: Option<&str>, at: &str, remote_images: bool) -> Result<ContentBlock, OpenAiError> {
     let param = format!("{at}.image_url.url");
     let url =
         url.ok_or_else(|| OpenAiError::invalid(param.clone(), format!("{param}: required")))?;
+    if remote_images && (url.starts_with("http://") || url.starts_with("https://")) {
+        return Ok(ContentBlock::RemoteImage {
+            url: url.to_string(),
+            field: param,
+        });
+    }
     let Some(rest) = url.strip_prefix("data:") else {
         return Err(OpenAiError::invalid(
             param.clone(),
@@ -561,17 +568,20 @@ impl CompletionBuilder {
 mod unit {
     use super::*;
     use crate::domain::BlockKind;
+    use crate::domain::OwnerKey;
+    use std::collections::HashMap;
 
     fn translate(body: Value) -> Result<Translated, OpenAiError> {
         let options = OpenAiOptions {
             model_aliases: HashMap::from([("gpt-4o".to_string(), "claude-sonnet-4-5".to_string())]),
             reasoning_content: false,
         };
-        to_chat(
-            parse(body.to_string().as_bytes())?,
-            OwnerKey::anonymous(),
-            &options,
-        )
+        let context = Context {
+            owner: OwnerKey::anonymous(),
+            options: &options,
+            fetch_remote_images: false,
+        };
+        to_chat(parse(body.to_string().as_bytes())?, &context)
     }
 
     fn base() -> Value {

@@ -1,9 +1,9 @@
-//! Serves `ccpool::server::app` on 127.0.0.1 for end-to-end tests, and runs the official SDKs.
+//! Serves `ccpool::http::app` on 127.0.0.1 for end-to-end tests, and runs the official SDKs.
 
 use std::time::Duration;
 
+use ccpool::http::{ApiSettings, AppState, app};
 use ccpool::pool::WarmPool;
-use ccpool::server::{ApiSettings, AppState, app};
 use ccpool::sessions::{SessionConfig, Sessions};
 use tokio_util::sync::CancellationToken;
 

@@ -5,14 +5,15 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::extract::CallerDialect;
+use super::state::AppState;
 use crate::anthropic::AnthropicError;
 use crate::openai::OpenAiError;
-use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -59,10 +60,6 @@ async fn known(state: &AppState) -> Vec<Listed> {
     listed
 }
 
-fn anthropic_shape(headers: &HeaderMap) -> bool {
-    headers.contains_key("anthropic-version")
-}
-
 fn openai_model(m: &Listed) -> Value {
     json!({"id": m.id, "object": "model", "created": 0, "owned_by": "anthropic"})
 }
@@ -71,9 +68,9 @@ fn anthropic_model(m: &Listed) -> Value {
     json!({"type": "model", "id": m.id, "display_name": m.display_name, "created_at": "1970-01-01T00:00:00Z"})
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+async fn list(State(state): State<AppState>, dialect: CallerDialect) -> Json<Value> {
     let models = known(&state).await;
-    Json(if anthropic_shape(&headers) {
+    Json(if dialect == CallerDialect::Anthropic {
         json!({
             "data": models.iter().map(anthropic_model).collect::<Vec<_>>(),
             "has_more": false,
@@ -87,12 +84,12 @@ async fn list(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> 
 
 async fn one(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    dialect: CallerDialect,
     Path(id): Path<String>,
 ) -> Response {
     let models = known(&state).await;
     let found = models.iter().find(|m| m.id == id);
-    match (found, anthropic_shape(&headers)) {
+    match (found, dialect == CallerDialect::Anthropic) {
         (Some(m), true) => Json(anthropic_model(m)).into_response(),
         (Some(m), false) => Json(openai_model(m)).into_response(),
         (None, true) => AnthropicError::new(

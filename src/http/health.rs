@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::server::AppState;
+use super::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -87,7 +87,7 @@ mod tests {
 
     use crate::credentials::Secret;
     use crate::fake::{TestApp, harness, harness_with};
-    use crate::server::{ApiSettings, app};
+    use crate::http::{ApiSettings, app};
 
     async fn send(
         h: &TestApp,

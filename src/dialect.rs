@@ -1,0 +1,116 @@
+//! What an API dialect is: a pure translator. It names its wire request type, translates it
+//! into a `ChatRequest` (`to_chat`), renders the chat's items as SSE events or one final
+//! object (its `Reply`), and has its own error shape (`From<Failure>`). The request flow
+//! itself (body, parse, images, owner, session or pool, metrics, rendering) exists once, in
+//! `http::endpoint`.
+
+use axum::response::IntoResponse;
+use serde::de::DeserializeOwned;
+
+use crate::chat::{ChatEnd, ChatItem, ChatRequest};
+use crate::domain::OwnerKey;
+use crate::failure::Failure;
+
+/// An API dialect, mounted with one line in `http::app`.
+pub trait Dialect: Send + Sync + 'static {
+    /// The wire request.
+    type Request: DeserializeOwned + Send;
+    /// How this dialect answers a request, item by item.
+    type Reply: Reply;
+    /// The dialect's error shape.
+    type Error: From<Failure> + IntoResponse + Send;
+
+    /// The route chat requests are counted under in the metrics.
+    const ROUTE: &'static str;
+
+    /// Parses a request body, with errors that name the offending field.
+    fn parse(body: &[u8]) -> Result<Self::Request, Self::Error>;
+
+    /// Translates a request into a chat request and how to answer it.
+    fn to_chat(
+        request: Self::Request,
+        context: &Context<'_>,
+    ) -> Result<Translated<Self::Reply>, Self::Error>;
+
+    /// A client mistake about one request field.
+    fn invalid(field: &str, message: String) -> Self::Error;
+}
+
+/// What a translation may need besides the request.
+pub struct Context<'a> {
+    /// Whose workers may serve the request.
+    pub owner: OwnerKey,
+    /// Model aliases and the reasoning switch.
+    pub options: &'a OpenAiOptions,
+    /// Remote image URLs are fetched (`--fetch-remote-images`); else they are refused.
+    pub fetch_remote_images: bool,
+}
+
+/// A translated request.
+pub struct Translated<R> {
+    pub chat: ChatRequest,
+    /// Answer as SSE (else one object at the end).
+    pub stream: bool,
+    pub reply: R,
+}
+
+/// One SSE event: an optional event name and its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    pub name: Option<&'static str>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn data(data: impl Into<String>) -> Self {
+        SseEvent {
+            name: None,
+            data: data.into(),
+        }
+    }
+
+    pub fn named(name: &'static str, data: impl Into<String>) -> Self {
+        SseEvent {
+            name: Some(name),
+            data: data.into(),
+        }
+    }
+
+    /// An event whose data is `value` as JSON.
+    pub fn json(name: Option<&'static str>, value: &impl serde::Serialize) -> Self {
+        SseEvent {
+            name,
+            data: serde_json::to_string(value).expect("wire types always serialize"),
+        }
+    }
+}
+
+/// How a dialect renders one chat: as SSE events, item by item (a failure after streaming
+/// began included), or as one object built from all items.
+pub trait Reply: Send + 'static {
+    /// The final object of a non-streaming answer.
+    type Object: serde::Serialize;
+
+    /// The SSE events for one item.
+    fn events(&mut self, item: &ChatItem) -> Vec<SseEvent>;
+
+    /// The event sent while the stream is idle; `None` sends an SSE comment.
+    fn keep_alive() -> Option<SseEvent> {
+        None
+    }
+
+    /// Takes in one event of a non-streaming answer.
+    fn push(&mut self, item: &ChatItem);
+
+    /// The final object, once the chat ended without a failure.
+    fn finish(self, end: &ChatEnd) -> Self::Object;
+}
+
+/// What the OpenAI dialects take from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct OpenAiOptions {
+    /// Client model name → the model the CLI gets (`gpt-4o` → `claude-sonnet-4-5`).
+    pub model_aliases: std::collections::HashMap<String, String>,
+    /// Expose the model's thinking as `reasoning_content` (never in `content`).
+    pub reasoning_content: bool,
+}

@@ -1,0 +1,173 @@
+//! The one chat request flow, generic over the `Dialect`: limited body, parse, translate,
+//! remote images, owner, session or pool, the status line held until the first item, metrics,
+//! and the answer as SSE or one object. A dialect only translates.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+
+use super::extract::{LimitedBody, Owner, SessionTarget};
+use super::state::AppState;
+use crate::anthropic::AnthropicError;
+use crate::chat::{self, ChatFailure, ChatItem, SessionStarted};
+use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
+use crate::domain::{ContentBlock, TurnRequest};
+use crate::failure::Failure;
+use crate::images::ImageFetcher;
+
+/// `POST` a chat request in dialect `D`.
+pub async fn chat<D: Dialect>(
+    State(state): State<AppState>,
+    SessionTarget(target): SessionTarget,
+    Owner(owner): Owner,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, D::Error> {
+    let request = D::parse(&body)?;
+    let context = Context {
+        owner,
+        options: &state.api.openai,
+        fetch_remote_images: state.api.image_fetcher.is_some(),
+    };
+    let Translated {
+        mut chat,
+        stream: streaming,
+        reply,
+    } = D::to_chat(request, &context)?;
+    if let Some(fetcher) = &state.api.image_fetcher {
+        fetch_remote_images::<D>(&mut chat.turn, fetcher).await?;
+    }
+    let started = chat::start(&state.pool, &state.sessions, target, chat)
+        .await
+        .map_err(|e| Failure::from_start(&e))?;
+    let mut stream = started.stream;
+
+    // Hold the status line until the first item: an error before anything streamed gets its
+    // own HTTP status, like the real APIs'.
+    let first = stream.next().await;
+    if let Some(ChatItem::End(end)) = &first {
+        if let Some(failure) = &end.failure {
+            return Err(Failure::from_chat(failure).into());
+        }
+    }
+    let items = state
+        .metrics
+        .observe(D::ROUTE, futures::stream::iter(first).chain(stream));
+    let response = if streaming {
+        sse(items, reply, state.api.ping_interval)
+    } else {
+        collect::<D>(Box::pin(items), reply).await?
+    };
+    Ok(session_headers(response, started.session))
+}
+
+/// `POST /v1/messages/count_tokens`: an estimate, answered at once.
+pub async fn count_tokens(
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<serde_json::Value>, AnthropicError> {
+    crate::anthropic::count_tokens(&body).map(Json)
+}
+
+/// Fetches every image the request names by URL (history included) and inlines it.
+async fn fetch_remote_images<D: Dialect>(
+    turn: &mut TurnRequest,
+    fetcher: &ImageFetcher,
+) -> Result<(), D::Error> {
+    let blocks = turn
+        .history
+        .iter_mut()
+        .flat_map(|m| m.content.iter_mut())
+        .chain(turn.content.iter_mut());
+    for block in blocks {
+        fetch_into::<D>(block, fetcher).await?;
+    }
+    Ok(())
+}
+
+async fn fetch_into<D: Dialect>(
+    block: &mut ContentBlock,
+    fetcher: &ImageFetcher,
+) -> Result<(), D::Error> {
+    match block {
+        ContentBlock::RemoteImage { url, field } => {
+            let (media_type, data) = fetcher
+                .fetch(url)
+                .await
+                .map_err(|e| D::invalid(field, format!("{field}: {e}")))?;
+            *block = ContentBlock::Image { media_type, data };
+        }
+        ContentBlock::ToolResult { content, .. } => {
+            for inner in content {
+                Box::pin(fetch_into::<D>(inner, fetcher)).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The whole answer as one object, or the failure it ended with.
+async fn collect<D: Dialect>(
+    mut items: impl Stream<Item = ChatItem> + Unpin,
+    mut reply: D::Reply,
+) -> Result<Response, D::Error> {
+    while let Some(item) = items.next().await {
+        match item {
+            ChatItem::End(end) => {
+                if let Some(failure) = &end.failure {
+                    return Err(Failure::from_chat(failure).into());
+                }
+                return Ok(Json(reply.finish(&end)).into_response());
+            }
+            item => reply.push(&item),
+        }
+    }
+    Err(Failure::from_chat(&ChatFailure::Worker(
+        "the chat ended without an outcome".into(),
+    ))
+    .into())
+}
+
+/// The answer as SSE: the dialect's events for each item, and its keep-alive while idle.
+fn sse<R: Reply>(
+    items: impl Stream<Item = ChatItem> + Send + 'static,
+    mut reply: R,
+    ping_interval: std::time::Duration,
+) -> Response {
+    let events = items.flat_map(move |item| {
+        let events = reply.events(&item);
+        futures::stream::iter(events.into_iter().map(|e| Ok::<_, Infallible>(event(e))))
+    });
+    let mut keep_alive = KeepAlive::new().interval(ping_interval);
+    if let Some(e) = R::keep_alive() {
+        keep_alive = keep_alive.event(event(e));
+    }
+    Sse::new(events).keep_alive(keep_alive).into_response()
+}
+
+fn event(e: SseEvent) -> Event {
+    let event = Event::default().data(e.data);
+    match e.name {
+        Some(name) => event.event(name),
+        None => event,
+    }
+}
+
+/// The session headers: which session, and whether it forked.
+fn session_headers(mut response: Response, session: Option<SessionStarted>) -> Response {
+    if let Some(session) = session {
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&session.id) {
+            headers.insert("x-ccpool-session", v);
+        }
+        headers.insert(
+            "x-ccpool-session-forked",
+            HeaderValue::from_static(if session.forked { "true" } else { "false" }),
+        );
+    }
+    response
+}

@@ -1,0 +1,18 @@
+//! The HTTP surface. `app` is the only place that mounts routes; `endpoint` is the one chat
+//! request flow, generic over the `Dialect`; `extract` holds the extractors every route shares
+//! (session target, owner, request id, limited body, the caller's dialect); `middleware` the
+//! layers (request context, client authentication, CORS); `state` what handlers share. The
+//! route modules (`health`, `models`, `sessions`) and the dialects never import `app`.
+
+mod app;
+mod endpoint;
+mod extract;
+mod health;
+mod middleware;
+mod models;
+mod sessions;
+mod state;
+
+pub use app::app;
+pub use extract::read_body;
+pub use state::{ApiSettings, AppState};

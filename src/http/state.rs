@@ -1,0 +1,59 @@
+//! What every handler shares (`AppState`) and the settings of the HTTP APIs (`ApiSettings`).
+
+use std::time::Duration;
+
+use crate::pool::WarmPool;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: WarmPool,
+    pub sessions: crate::sessions::Sessions,
+    pub metrics: crate::metrics::Metrics,
+    pub api: ApiSettings,
+}
+
+impl AppState {
+    pub fn new(pool: WarmPool, sessions: crate::sessions::Sessions, api: ApiSettings) -> Self {
+        let metrics = crate::metrics::Metrics::new(pool.clone(), sessions.clone());
+        AppState {
+            pool,
+            sessions,
+            metrics,
+            api,
+        }
+    }
+}
+
+/// Settings of the HTTP APIs.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How often a streaming response sends `ping` while it waits.
+    pub ping_interval: Duration,
+    /// Model aliases and the reasoning switch of the OpenAI dialects.
+    pub openai: crate::dialect::OpenAiOptions,
+    /// Client API keys; empty means no authentication (allowed on loopback only).
+    pub api_keys: Vec<crate::credentials::Secret>,
+    /// Origins allowed by CORS; empty means localhost origins.
+    pub cors_origins: Vec<String>,
+    /// Fetches remote image URLs, when the configuration enables it.
+    pub image_fetcher: Option<crate::images::ImageFetcher>,
+    /// The Docker endpoint in use, for `/status`.
+    pub docker_endpoint: Option<String>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            max_body_bytes: 10 * 1024 * 1024,
+            ping_interval: Duration::from_secs(10),
+            openai: Default::default(),
+            api_keys: Vec::new(),
+            cors_origins: Vec::new(),
+            image_fetcher: None,
+            docker_endpoint: None,
+        }
+    }
+}
