@@ -24,7 +24,9 @@ pub trait Dialect: Send + Sync + 'static {
     const ROUTE: &'static str;
 
     /// Parses a request body, with errors that name the offending field.
-    fn parse(body: &[u8]) -> Result<Self::Request, Self::Error>;
+    fn parse(body: &[u8]) -> Result<Self::Request, Self::Error> {
+        parse_json(body, Self::invalid)
+    }
 
     /// Translates a request into a chat request and how to answer it.
     fn to_chat(
@@ -34,6 +36,30 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// A client mistake about one request field.
     fn invalid(field: &str, message: String) -> Self::Error;
+}
+
+/// Parses a request body into `T`. Every error is a client mistake given to `invalid` with the
+/// field at fault (empty when there is none, the missing field's name when one is missing)
+/// and a message that names it.
+pub fn parse_json<T: DeserializeOwned, E>(
+    body: &[u8],
+    invalid: impl Fn(&str, String) -> E,
+) -> Result<T, E> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| invalid("", format!("the request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(invalid("", "the request body must be a JSON object".into()));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path == "." {
+            let missing = message.split('`').nth(1).unwrap_or_default().to_string();
+            invalid(&missing, message)
+        } else {
+            invalid(&path, format!("{path}: {message}"))
+        }
+    })
 }
 
 /// What a translation may need besides the request.

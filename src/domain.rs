@@ -73,6 +73,9 @@ pub enum ContentBlock {
     },
 }
 
+/// The media types of the images the upstream accepts.
+pub const IMAGE_MEDIA_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+
 /// A tool the client defines and runs itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ToolSpec {

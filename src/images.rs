@@ -14,8 +14,7 @@ pub struct ImageFetcher {
     max_bytes: usize,
 }
 
-/// The media types the upstream accepts.
-const MEDIA_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+use crate::domain::IMAGE_MEDIA_TYPES as MEDIA_TYPES;
 
 impl ImageFetcher {
     pub fn new(max_bytes: usize, timeout: Duration) -> Self {

@@ -49,13 +49,26 @@ pub struct ContainerSpec {
 }
 
 /// A process to run inside a running container.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct ExecSpec {
     pub cmd: Vec<String>,
     /// Holds secrets (credentials): never log it.
     pub env: Vec<(String, String)>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
+}
+
+/// Shows the environment's names only: its values may be secrets.
+impl std::fmt::Debug for ExecSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(k, _)| format!("{k}=***")).collect();
+        f.debug_struct("ExecSpec")
+            .field("cmd", &self.cmd)
+            .field("env", &env)
+            .field("user", &self.user)
+            .field("working_dir", &self.working_dir)
+            .finish()
+    }
 }
 
 /// A chunk of an exec's output; stdout and stderr stay apart.
@@ -152,4 +165,21 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Names of the volumes that carry every one of `labels`.
     async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exec_spec_never_prints_its_environment_values() {
+        let spec = ExecSpec {
+            cmd: vec!["claude".into()],
+            env: vec![("ANTHROPIC_API_KEY".into(), "sk-ant-secret".into())],
+            ..ExecSpec::default()
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("ANTHROPIC_API_KEY"), "{shown}");
+        assert!(!shown.contains("sk-ant-secret"), "{shown}");
+    }
 }

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::transcript::{transcript, transcript_path};
 use crate::cli::{
-    CliEvent, CliSettings, ControlRequest, ControlResult, LineError, StdinLine, cli_argv, cli_env,
-    ndjson_lines, resume_args,
+    CliEvent, CliSettings, ControlRequest, ControlResult, Initialized, LineError, StdinLine,
+    cli_argv, cli_env, kill_cli_command, ndjson_lines, resume_args, with_pid_file,
 };
 use crate::credentials::Credentials;
 use crate::domain::{
@@ -27,8 +27,6 @@ use crate::domain::{
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
 
-/// Where the CLI's PID is written inside the container, so it can be killed on its own.
-const CLI_PID_FILE: &str = "/tmp/ccpool-cli.pid";
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 2048;
 
@@ -228,11 +226,9 @@ impl Worker {
         let init = worker
             .control(ControlRequest::Initialize, settings.start_timeout)
             .await?;
-        worker.models = model_infos(&init);
-        worker.cli_version = init
-            .get("claude_code_version")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let init = Initialized::from_answer(&init);
+        worker.models = init.models;
+        worker.cli_version = init.cli_version;
         worker.removed = false;
         tracing::debug!(worker = %worker.id, container = short(container_id), "worker ready");
         Ok(worker)
@@ -606,11 +602,7 @@ impl Worker {
 
     async fn kill_process(&mut self) {
         let spec = ExecSpec {
-            cmd: vec![
-                "bash".into(),
-                "-c".into(),
-                format!("kill -KILL \"$(cat {CLI_PID_FILE})\""),
-            ],
+            cmd: kill_cli_command(),
             env: Vec::new(),
             user: Some(self.settings.sandbox.user.clone()),
             working_dir: None,
@@ -725,13 +717,7 @@ async fn spawn_cli(
     stderr_tail: &Arc<Mutex<Vec<u8>>>,
 ) -> Result<(Pin<Box<dyn AsyncWrite + Send>>, CliEvents), WorkerError> {
     let sandbox = &settings.sandbox;
-    let mut cmd = vec![
-        "bash".to_string(),
-        "-c".to_string(),
-        format!("echo $$ > {CLI_PID_FILE} && exec \"$@\""),
-        "ccpool-cli".to_string(),
-    ];
-    cmd.extend(cli_argv(&settings.cli, profile));
+    let mut cmd = with_pid_file(cli_argv(&settings.cli, profile));
     if let Some(session) = resume {
         cmd.extend(resume_args(session));
     }
@@ -769,30 +755,6 @@ async fn write_file(
         return Err(WorkerError::WriteFile(code));
     }
     Ok(())
-}
-
-/// The models an `initialize` answer lists.
-fn model_infos(init: &Value) -> Vec<ModelInfo> {
-    let text = |m: &Value, k: &str| {
-        m.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    init.get("models")
-        .and_then(Value::as_array)
-        .map(|models| {
-            models
-                .iter()
-                .map(|m| ModelInfo {
-                    id: text(m, "resolvedModel"),
-                    alias: text(m, "value"),
-                    display_name: text(m, "displayName"),
-                })
-                .filter(|m| !m.id.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What a short command printed and how it exited.

@@ -20,10 +20,6 @@ impl Dialect for Anthropic {
 
     const ROUTE: &'static str = "/v1/messages";
 
-    fn parse(body: &[u8]) -> Result<MessagesRequest, AnthropicError> {
-        parse(body)
-    }
-
     fn to_chat(
         request: MessagesRequest,
         context: &Context<'_>,

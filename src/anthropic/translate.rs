@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, Role, TurnEvent,
-    TurnRequest, Usage,
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role,
+    TurnEvent, TurnRequest, Usage,
 };
 
 use super::AnthropicError;
@@ -18,22 +18,7 @@ const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
 
 /// Parses a request body into `T`, with errors that name the offending field.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AnthropicError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| AnthropicError::invalid(format!("the request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(AnthropicError::invalid(
-            "the request body must be a JSON object",
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." {
-            AnthropicError::invalid(inner)
-        } else {
-            AnthropicError::invalid(format!("{path}: {inner}"))
-        }
-    })
+    crate::dialect::parse_json(body, |_, message| AnthropicError::invalid(message))
 }
 
 /// A Messages API request as a chat request.
@@ -241,20 +226,16 @@ fn image(
             let media_type = source.get("media_type").and_then(Value::as_str);
             let data = source.get("data").and_then(Value::as_str);
             match (media_type, data) {
-                (Some(m), Some(d))
-                    if ["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&m)
-                        && !d.is_empty() =>
-                {
+                (Some(m), Some(d)) if IMAGE_MEDIA_TYPES.contains(&m) && !d.is_empty() => {
                     Ok(ContentBlock::Image {
                         media_type: m.to_string(),
                         data: d.to_string(),
                     })
                 }
-                (Some(m), Some(_))
-                    if !["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&m) =>
-                {
+                (Some(m), Some(_)) if !IMAGE_MEDIA_TYPES.contains(&m) => {
                     Err(AnthropicError::invalid(format!(
-                        "{at}.source.media_type: \"{m}\" is not one of image/jpeg, image/png, image/gif, image/webp"
+                        "{at}.source.media_type: \"{m}\" is not one of {}",
+                        IMAGE_MEDIA_TYPES.join(", ")
                     )))
                 }
                 _ => Err(AnthropicError::invalid(format!(

@@ -35,6 +35,31 @@ impl Default for CliSettings {
     }
 }
 
+/// Where the CLI's PID is written inside the container, so it can be killed on its own.
+const CLI_PID_FILE: &str = "/tmp/ccpool-cli.pid";
+
+/// `argv` run through a shell that first writes its PID to the pid file (the `exec` keeps the
+/// PID), so that `kill_cli_command` can kill the CLI without killing the container.
+pub fn with_pid_file(argv: Vec<String>) -> Vec<String> {
+    let mut cmd = vec![
+        "bash".to_string(),
+        "-c".to_string(),
+        format!("echo $$ > {CLI_PID_FILE} && exec \"$@\""),
+        "ccpool-cli".to_string(),
+    ];
+    cmd.extend(argv);
+    cmd
+}
+
+/// The command that kills the CLI started `with_pid_file`.
+pub fn kill_cli_command() -> Vec<String> {
+    vec![
+        "bash".to_string(),
+        "-c".to_string(),
+        format!("kill -KILL \"$(cat {CLI_PID_FILE})\""),
+    ]
+}
+
 /// The argv of a long-lived CLI process serving `profile` over stream-json.
 pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> {
     let mut argv: Vec<String> = [

@@ -5,7 +5,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::{
-    BlockDelta, BlockKind, ContentBlock, StopReason, TurnEvent, TurnOutcome, TurnStatus, Usage,
+    BlockDelta, BlockKind, ContentBlock, ModelInfo, StopReason, TurnEvent, TurnOutcome, TurnStatus,
+    Usage,
 };
 
 /// A line ccpool writes to the CLI's stdin.
@@ -65,6 +66,58 @@ impl StdinLine {
             }
         };
         value.to_string()
+    }
+}
+
+/// The CLI's answer to `initialize`: what ccpool keeps of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Initialized {
+    /// The models the CLI offers.
+    pub models: Vec<ModelInfo>,
+    /// The CLI's version (`claude_code_version`).
+    pub cli_version: Option<String>,
+}
+
+/// The `initialize` answer as the CLI writes it; unknown fields are ignored.
+#[derive(Deserialize)]
+struct InitializeAnswer {
+    #[serde(default)]
+    models: Vec<InitializeModel>,
+    #[serde(default)]
+    claude_code_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeModel {
+    #[serde(default)]
+    resolved_model: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+impl Initialized {
+    /// Reads the `response` of the CLI's `initialize` control answer; what it cannot read
+    /// counts as absent.
+    pub fn from_answer(answer: &Value) -> Self {
+        let Ok(answer) = InitializeAnswer::deserialize(answer) else {
+            return Initialized::default();
+        };
+        Initialized {
+            models: answer
+                .models
+                .into_iter()
+                .filter(|m| !m.resolved_model.is_empty())
+                .map(|m| ModelInfo {
+                    id: m.resolved_model,
+                    alias: m.value,
+                    display_name: m.display_name,
+                })
+                .collect(),
+            cli_version: answer.claude_code_version,
+        }
     }
 }
 
@@ -410,6 +463,28 @@ impl ResultLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initialize_answer_gives_the_models_and_the_version() {
+        let answer = json!({
+            "commands": [], "claude_code_version": "2.1.327",
+            "models": [
+                {"value": "default", "resolvedModel": "claude-sonnet-4-5", "displayName": "Default (recommended)", "description": "d"},
+                {"value": "opus", "displayName": "no resolved model"}
+            ]
+        });
+        let init = Initialized::from_answer(&answer);
+        assert_eq!(init.cli_version.as_deref(), Some("2.1.327"));
+        assert_eq!(
+            init.models,
+            vec![ModelInfo {
+                id: "claude-sonnet-4-5".into(),
+                alias: "default".into(),
+                display_name: "Default (recommended)".into(),
+            }]
+        );
+        assert_eq!(Initialized::from_answer(&json!(5)), Initialized::default());
+    }
 
     fn fixture(name: &str) -> Vec<CliEvent> {
         let path = format!("{}/tests/fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::OpenAiError;
-use super::translate::{self, ChunkWriter, CompletionBuilder, parse};
+use super::translate::{self, ChunkWriter, CompletionBuilder};
 use super::wire::ChatCompletionRequest;
 use crate::chat::{ChatEnd, ChatItem};
 use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
@@ -21,10 +21,6 @@ impl Dialect for ChatCompletions {
     type Error = OpenAiError;
 
     const ROUTE: &'static str = "/v1/chat/completions";
-
-    fn parse(body: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
-        parse(body)
-    }
 
     fn to_chat(
         request: ChatCompletionRequest,

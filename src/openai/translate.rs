@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnEvent,
-    TurnRequest, Usage,
+    BlockDelta, ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role, StopReason,
+    TurnEvent, TurnRequest, Usage,
 };
 
 use super::OpenAiError;
@@ -30,25 +30,7 @@ pub struct Translated {
 
 /// Parses a request body, with errors that name the offending parameter.
 pub fn parse(body: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        OpenAiError::invalid("", format!("the request body is not valid JSON: {e}"))
-    })?;
-    if !value.is_object() {
-        return Err(OpenAiError::invalid(
-            "",
-            "the request body must be a JSON object",
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        if path == "." {
-            let missing = message.split('`').nth(1).unwrap_or_default().to_string();
-            OpenAiError::invalid(missing, message)
-        } else {
-            OpenAiError::invalid(path.clone(), format!("{path}: {message}"))
-        }
-    })
+    crate::dialect::parse_json(body, |field, message| OpenAiError::invalid(field, message))
 }
 
 /// A Chat Completions request as a chat request.
@@ -343,10 +325,7 @@ fn image(url: Option<&str>, at: &str, remote_images: bool) -> Result<ContentBloc
         ));
     };
     match rest.split_once(";base64,") {
-        Some((media_type, data))
-            if ["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&media_type)
-                && !data.is_empty() =>
-        {
+        Some((media_type, data)) if IMAGE_MEDIA_TYPES.contains(&media_type) && !data.is_empty() => {
             Ok(ContentBlock::Image {
                 media_type: media_type.to_string(),
                 data: data.to_string(),
