@@ -173,12 +173,9 @@ impl ContainerRuntime for FakeRuntime {
             ));
         }
         // Like a hijacked exec connection, the output ends the moment the container dies.
-        let output = futures::stream::poll_fn({
-            let mut rx = out_rx;
-            move |cx| rx.poll_recv(cx)
-        })
-        .take_until(alive.clone().cancelled_owned())
-        .boxed();
+        let output = tokio_stream::wrappers::ReceiverStream::new(out_rx)
+            .take_until(alive.clone().cancelled_owned())
+            .boxed();
         Ok(ExecProcess {
             id: format!("exec-{container_id}"),
             stdin: Box::pin(stdin_writer),
