@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::AnthropicError;
-use super::translate::{self, MessageBuilder, estimate_tokens, parse, sse_event};
-use super::wire::{CountTokensRequest, MessagesRequest};
+use super::translate::{self, MessageBuilder, estimate_tokens, parse, stream_event};
+use super::wire::{CountTokensRequest, Message, MessagesRequest};
 use crate::chat::{ChatEnd, ChatItem};
 use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
 use crate::failure::Failure;
@@ -58,16 +58,16 @@ impl MessageReply {
 }
 
 impl Reply for MessageReply {
-    type Object = Value;
+    type Object = Message;
 
     /// One event per chat event, a `ping` after `message_start`, and an `error` event when
     /// the request fails after streaming began.
     fn events(&mut self, item: &ChatItem) -> Vec<SseEvent> {
         match item {
-            ChatItem::Event(event) => match sse_event(event, &self.id, &self.model) {
-                Some((name, data)) => {
-                    let mut out = vec![SseEvent::json(Some(name), &data)];
-                    if name == "message_start" {
+            ChatItem::Event(event) => match stream_event(event, &self.id, &self.model) {
+                Some(event) => {
+                    let mut out = vec![SseEvent::json(Some(event.name()), &event)];
+                    if event.name() == "message_start" {
                         out.extend(Self::keep_alive());
                     }
                     out
@@ -92,7 +92,7 @@ impl Reply for MessageReply {
         self.message.push(item);
     }
 
-    fn finish(self, end: &ChatEnd) -> Value {
+    fn finish(self, end: &ChatEnd) -> Message {
         self.message.finish(end, &self.id, &self.model)
     }
 }

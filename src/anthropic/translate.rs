@@ -1,7 +1,7 @@
 //! Explicit translation between the Messages API and the domain: a request into a
 //! `ChatRequest`, and chat items back into SSE events or a `message` object.
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
@@ -11,7 +11,10 @@ use crate::domain::{
 };
 
 use super::AnthropicError;
-use super::wire::{MessageParam, MessagesRequest};
+use super::wire::{
+    Delta, Message, MessageDelta, MessageParam, MessagesRequest, ResponseBlock, ResponseUsage,
+    StreamEvent,
+};
 
 /// The output-token limit the CLI asks for when nothing else is set.
 const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
@@ -285,81 +288,96 @@ pub fn estimate_tokens(system: Option<&Value>, messages: &[MessageParam]) -> u64
     (total / 4).max(1)
 }
 
-fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "input_tokens": usage.input_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-        "cache_read_input_tokens": usage.cache_read_input_tokens,
-        "output_tokens": usage.output_tokens,
-    })
-}
-
-fn block_start_json(block: &BlockKind) -> Value {
-    match block {
-        BlockKind::Text => json!({"type": "text", "text": ""}),
-        BlockKind::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
-        BlockKind::RedactedThinking { data } => json!({"type": "redacted_thinking", "data": data}),
-        BlockKind::ToolUse { id, name } => {
-            json!({"type": "tool_use", "id": id, "name": name, "input": {}})
-        }
-        BlockKind::Other(kind) => json!({"type": kind}),
+fn usage(usage: &Usage) -> ResponseUsage {
+    ResponseUsage {
+        input_tokens: usage.input_tokens,
+        cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        cache_read_input_tokens: usage.cache_read_input_tokens,
+        output_tokens: usage.output_tokens,
     }
 }
 
-fn delta_json(delta: &BlockDelta) -> Option<Value> {
+/// A block as it starts: empty.
+fn block_start(block: &BlockKind) -> ResponseBlock {
+    match block {
+        BlockKind::Text => ResponseBlock::Text {
+            text: String::new(),
+        },
+        BlockKind::Thinking => ResponseBlock::Thinking {
+            thinking: String::new(),
+            signature: String::new(),
+        },
+        BlockKind::RedactedThinking { data } => {
+            ResponseBlock::RedactedThinking { data: data.clone() }
+        }
+        BlockKind::ToolUse { id, name } => ResponseBlock::ToolUse {
+            id: id.clone(),
+            name: name.clone(),
+            input: Value::Object(Default::default()),
+        },
+        BlockKind::Other(kind) => ResponseBlock::Other { kind: kind.clone() },
+    }
+}
+
+fn delta(delta: &BlockDelta) -> Option<Delta> {
     Some(match delta {
-        BlockDelta::Text(text) => json!({"type": "text_delta", "text": text}),
-        BlockDelta::Thinking(thinking) => json!({"type": "thinking_delta", "thinking": thinking}),
-        BlockDelta::Signature(signature) => {
-            json!({"type": "signature_delta", "signature": signature})
-        }
-        BlockDelta::InputJson(partial) => {
-            json!({"type": "input_json_delta", "partial_json": partial})
-        }
+        BlockDelta::Text(text) => Delta::TextDelta { text: text.clone() },
+        BlockDelta::Thinking(thinking) => Delta::ThinkingDelta {
+            thinking: thinking.clone(),
+        },
+        BlockDelta::Signature(signature) => Delta::SignatureDelta {
+            signature: signature.clone(),
+        },
+        BlockDelta::InputJson(partial) => Delta::InputJsonDelta {
+            partial_json: partial.clone(),
+        },
         BlockDelta::Other(_) => return None,
     })
 }
 
-/// The SSE event (name, data) for one chat event; `id` and `model` are what the client sees.
-pub fn sse_event(event: &TurnEvent, id: &str, model: &str) -> Option<(&'static str, Value)> {
+/// The streaming event for one chat event; `id` and `model` are what the client sees.
+pub fn stream_event(event: &TurnEvent, id: &str, model: &str) -> Option<StreamEvent> {
     Some(match event {
-        TurnEvent::MessageStart { usage, .. } => (
-            "message_start",
-            json!({"type": "message_start", "message": {
-                "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": null, "stop_sequence": null, "usage": usage_json(usage),
-            }}),
-        ),
-        TurnEvent::BlockStart { index, block } => (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": block_start_json(block)}),
-        ),
-        TurnEvent::BlockDelta { index, delta } => (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": index, "delta": delta_json(delta)?}),
-        ),
-        TurnEvent::BlockStop { index } => (
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": index}),
-        ),
+        TurnEvent::MessageStart { usage: u, .. } => StreamEvent::MessageStart {
+            message: Message {
+                id: id.to_string(),
+                kind: "message",
+                role: "assistant",
+                model: model.to_string(),
+                content: Vec::new(),
+                stop_reason: None,
+                stop_sequence: None,
+                usage: usage(u),
+            },
+        },
+        TurnEvent::BlockStart { index, block } => StreamEvent::ContentBlockStart {
+            index: *index,
+            content_block: block_start(block),
+        },
+        TurnEvent::BlockDelta { index, delta: d } => StreamEvent::ContentBlockDelta {
+            index: *index,
+            delta: delta(d)?,
+        },
+        TurnEvent::BlockStop { index } => StreamEvent::ContentBlockStop { index: *index },
         TurnEvent::MessageDelta {
             stop_reason,
             stop_sequence,
-            usage,
-        } => (
-            "message_delta",
-            json!({"type": "message_delta",
-                   "delta": {"stop_reason": stop_reason.as_ref().map(|r| r.as_str()), "stop_sequence": stop_sequence},
-                   "usage": usage_json(usage)}),
-        ),
-        TurnEvent::MessageStop => ("message_stop", json!({"type": "message_stop"})),
+            usage: u,
+        } => StreamEvent::MessageDelta {
+            delta: MessageDelta {
+                stop_reason: stop_reason.as_ref().map(|r| r.as_str().to_string()),
+                stop_sequence: stop_sequence.clone(),
+            },
+            usage: usage(u),
+        },
+        TurnEvent::MessageStop => StreamEvent::MessageStop,
     })
 }
 
 /// Builds the non-streaming `message` object from a whole chat.
 #[derive(Default)]
 pub struct MessageBuilder {
-    blocks: Vec<Map<String, Value>>,
+    blocks: Vec<Option<ResponseBlock>>,
 }
 
 impl MessageBuilder {
@@ -369,47 +387,44 @@ impl MessageBuilder {
             TurnEvent::BlockStart { index, block } => {
                 let i = *index as usize;
                 if self.blocks.len() <= i {
-                    self.blocks.resize_with(i + 1, Map::new);
+                    self.blocks.resize_with(i + 1, || None);
                 }
-                if let Value::Object(map) = block_start_json(block) {
-                    self.blocks[i] = map;
-                }
+                self.blocks[i] = Some(block_start(block));
             }
             TurnEvent::BlockDelta { index, delta } => {
-                let Some(block) = self.blocks.get_mut(*index as usize) else {
+                let Some(Some(block)) = self.blocks.get_mut(*index as usize) else {
                     return;
                 };
-                let (key, piece) = match delta {
-                    BlockDelta::Text(t) => ("text", t),
-                    BlockDelta::Thinking(t) => ("thinking", t),
-                    BlockDelta::Signature(s) => ("signature", s),
-                    BlockDelta::InputJson(_) | BlockDelta::Other(_) => return,
-                };
-                let current = block.get(key).and_then(Value::as_str).unwrap_or_default();
-                let joined = format!("{current}{piece}");
-                block.insert(key.to_string(), Value::String(joined));
+                match (block, delta) {
+                    (ResponseBlock::Text { text }, BlockDelta::Text(piece))
+                    | (
+                        ResponseBlock::Thinking { thinking: text, .. },
+                        BlockDelta::Thinking(piece),
+                    )
+                    | (
+                        ResponseBlock::Thinking {
+                            signature: text, ..
+                        },
+                        BlockDelta::Signature(piece),
+                    ) => text.push_str(piece),
+                    _ => {}
+                }
             }
             _ => {}
         }
     }
 
-    pub fn finish(self, end: &ChatEnd, id: &str, model: &str) -> Value {
-        let content: Vec<Value> = self
-            .blocks
-            .into_iter()
-            .filter(|b| !b.is_empty())
-            .map(Value::Object)
-            .collect();
-        json!({
-            "id": id,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": content,
-            "stop_reason": end.stop_reason.as_ref().map(|r| r.as_str()),
-            "stop_sequence": end.stop_sequence,
-            "usage": usage_json(&end.usage),
-        })
+    pub fn finish(self, end: &ChatEnd, id: &str, model: &str) -> Message {
+        Message {
+            id: id.to_string(),
+            kind: "message",
+            role: "assistant",
+            model: model.to_string(),
+            content: self.blocks.into_iter().flatten().collect(),
+            stop_reason: end.stop_reason.as_ref().map(|r| r.as_str().to_string()),
+            stop_sequence: end.stop_sequence.clone(),
+            usage: usage(&end.usage),
+        }
     }
 }
 
@@ -417,6 +432,13 @@ impl MessageBuilder {
 mod tests {
     use super::*;
     use crate::domain::OwnerKey;
+    use serde_json::json;
+
+    /// The SSE event (name, data) for one chat event.
+    fn sse_event(event: &TurnEvent, id: &str, model: &str) -> Option<(&'static str, Value)> {
+        let event = stream_event(event, id, model)?;
+        Some((event.name(), serde_json::to_value(&event).unwrap()))
+    }
     use crate::domain::StopReason;
 
     fn request(body: Value) -> Result<ChatRequest, AnthropicError> {
@@ -655,7 +677,7 @@ mod tests {
             failure: None,
             structured_output: None,
         };
-        let m = b.finish(&end, "msg_1", "claude-x");
+        let m = serde_json::to_value(b.finish(&end, "msg_1", "claude-x")).unwrap();
         assert_eq!(
             m["content"],
             json!([{"type": "thinking", "thinking": "hm", "signature": "sig"}, {"type": "text", "text": "Hello"}])
