@@ -3,11 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
 use super::OpenAiError;
 use super::translate::{self, ChunkWriter, CompletionBuilder};
-use super::wire::ChatCompletionRequest;
+use super::wire::{ChatCompletion, ChatCompletionRequest};
 use crate::chat::{ChatEnd, ChatItem};
 use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
 use crate::failure::Failure;
@@ -67,7 +65,7 @@ pub struct CompletionReply {
 }
 
 impl Reply for CompletionReply {
-    type Object = Value;
+    type Object = ChatCompletion;
 
     /// `data:` chunks, a `data: {"error": …}` when the request fails after streaming began,
     /// and `data: [DONE]` at the end of a successful stream.
@@ -94,7 +92,7 @@ impl Reply for CompletionReply {
         self.completion.push(item);
     }
 
-    fn finish(self, end: &ChatEnd) -> Value {
+    fn finish(self, end: &ChatEnd) -> ChatCompletion {
         self.completion
             .finish(end, &self.id, self.created, &self.model)
     }

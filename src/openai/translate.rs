@@ -1,7 +1,7 @@
 //! Explicit translation between Chat Completions and the domain: a request into a
 //! `ChatRequest`, and chat items back into `chat.completion` chunks or objects.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
@@ -11,7 +11,10 @@ use crate::domain::{
 };
 
 use super::OpenAiError;
-use super::wire::{ChatCompletionRequest, ChatMessage};
+use super::wire::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ChunkChoice,
+    ChunkDelta, CompletionChoice, CompletionMessage, CompletionUsage, PromptTokensDetails,
+};
 
 /// The output-token limit the CLI asks for when nothing else is set.
 const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
@@ -418,15 +421,17 @@ pub fn finish_reason(reason: Option<&StopReason>) -> &'static str {
     }
 }
 
-pub fn usage_json(usage: &Usage) -> Value {
+pub fn usage(usage: &Usage) -> CompletionUsage {
     let prompt =
         usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens;
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": prompt + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens},
-    })
+    CompletionUsage {
+        prompt_tokens: prompt,
+        completion_tokens: usage.output_tokens,
+        total_tokens: prompt + usage.output_tokens,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: usage.cache_read_input_tokens,
+        },
+    }
 }
 
 /// Renders chat items as `chat.completion.chunk` objects, one id and `created` for all.
@@ -449,56 +454,89 @@ impl ChunkWriter {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        let mut chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
+    fn chunk(
+        &self,
+        choices: Vec<ChunkChoice>,
+        usage: Option<CompletionUsage>,
+    ) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: None,
+            choices,
+            usage: self.include_usage.then_some(usage),
         }
-        chunk
     }
 
-    fn role(&mut self, out: &mut Vec<Value>) {
+    fn delta(&self, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatCompletionChunk {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        };
+        self.chunk(vec![choice], None)
+    }
+
+    fn role(&mut self, out: &mut Vec<ChatCompletionChunk>) {
         if !self.sent_role {
             self.sent_role = true;
-            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            out.push(self.delta(
+                ChunkDelta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                    ..ChunkDelta::default()
+                },
+                None,
+            ));
         }
+    }
+
+    fn content(&mut self, text: &str, out: &mut Vec<ChatCompletionChunk>) {
+        self.role(out);
+        out.push(self.delta(
+            ChunkDelta {
+                content: Some(text.to_string()),
+                ..ChunkDelta::default()
+            },
+            None,
+        ));
     }
 
     /// The chunks for one item (a failure is rendered by the caller).
-    pub fn write(&mut self, item: &ChatItem) -> Vec<Value> {
+    pub fn write(&mut self, item: &ChatItem) -> Vec<ChatCompletionChunk> {
         let mut out = Vec::new();
         match item {
             ChatItem::Event(TurnEvent::MessageStart { .. }) => self.role(&mut out),
             ChatItem::Event(TurnEvent::BlockDelta {
                 delta: BlockDelta::Text(text),
                 ..
-            }) => {
-                self.role(&mut out);
-                out.push(self.chunk(json!({"content": text}), None));
-            }
+            }) => self.content(text, &mut out),
             ChatItem::Event(TurnEvent::BlockDelta {
                 delta: BlockDelta::Thinking(text),
                 ..
             }) => {
                 self.role(&mut out);
-                out.push(self.chunk(json!({"reasoning_content": text}), None));
+                out.push(self.delta(
+                    ChunkDelta {
+                        reasoning_content: Some(text.clone()),
+                        ..ChunkDelta::default()
+                    },
+                    None,
+                ));
             }
             ChatItem::Event(_) => {}
             ChatItem::End(end) if end.failure.is_none() => {
                 self.role(&mut out);
                 if let Some(object) = &end.structured_output {
-                    out.push(self.chunk(json!({"content": object}), None));
+                    self.content(object, &mut out);
                 }
-                out.push(self.chunk(json!({}), Some(finish_reason(end.stop_reason.as_ref()))));
+                let finish = finish_reason(end.stop_reason.as_ref());
+                out.push(self.delta(ChunkDelta::default(), Some(finish)));
                 if self.include_usage {
-                    out.push(json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                        "system_fingerprint": null, "choices": [], "usage": usage_json(&end.usage),
-                    }));
+                    out.push(self.chunk(Vec::new(), Some(usage(&end.usage))));
                 }
             }
             ChatItem::End(_) => {}
@@ -529,23 +567,39 @@ impl CompletionBuilder {
         }
     }
 
-    pub fn finish(self, end: &ChatEnd, id: &str, created: u64, model: &str) -> Value {
+    pub fn finish(self, end: &ChatEnd, id: &str, created: u64, model: &str) -> ChatCompletion {
         let content = end.structured_output.clone().unwrap_or(self.content);
-        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
-        if !self.reasoning.is_empty() {
-            message["reasoning_content"] = Value::String(self.reasoning);
+        let message = CompletionMessage {
+            role: "assistant",
+            content,
+            refusal: None,
+            reasoning_content: (!self.reasoning.is_empty()).then_some(self.reasoning),
+        };
+        ChatCompletion {
+            id: id.to_string(),
+            object: "chat.completion",
+            created,
+            model: model.to_string(),
+            system_fingerprint: None,
+            choices: vec![CompletionChoice {
+                index: 0,
+                message,
+                logprobs: None,
+                finish_reason: finish_reason(end.stop_reason.as_ref()),
+            }],
+            usage: usage(&end.usage),
         }
-        json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": null,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(end.stop_reason.as_ref())}],
-            "usage": usage_json(&end.usage),
-        })
     }
 }
 
 #[cfg(test)]
 mod unit {
     use super::*;
+    use serde_json::json;
+
+    fn usage_json(u: &Usage) -> Value {
+        serde_json::to_value(usage(u)).unwrap()
+    }
     use crate::domain::BlockKind;
     use crate::domain::OwnerKey;
     use std::collections::HashMap;
@@ -795,7 +849,11 @@ mod unit {
                 structured_output: None,
             }),
         ] {
-            chunks.extend(w.write(&item));
+            chunks.extend(
+                w.write(&item)
+                    .iter()
+                    .map(|c| serde_json::to_value(c).unwrap()),
+            );
         }
         assert_eq!(chunks.len(), 5);
         assert!(
@@ -829,7 +887,7 @@ mod unit {
             failure: None,
             structured_output: None,
         };
-        let c = b.finish(&end, "chatcmpl-2", 7, "gpt-4o");
+        let c = serde_json::to_value(b.finish(&end, "chatcmpl-2", 7, "gpt-4o")).unwrap();
         assert_eq!(c["object"], "chat.completion");
         assert_eq!(c["choices"][0]["message"]["content"], "Answer");
         assert_eq!(
@@ -841,7 +899,8 @@ mod unit {
             structured_output: Some(r#"{"a":1}"#.into()),
             ..end
         };
-        let c = CompletionBuilder::default().finish(&structured, "i", 1, "m");
+        let c = serde_json::to_value(CompletionBuilder::default().finish(&structured, "i", 1, "m"))
+            .unwrap();
         assert_eq!(c["choices"][0]["message"]["content"], r#"{"a":1}"#);
     }
 }

@@ -1,7 +1,7 @@
 //! The Chat Completions request shape, as serde types. Parameters ccpool cannot honour are
 //! still parsed so they are accepted, or refused by name.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /v1/chat/completions`.
@@ -69,4 +69,85 @@ pub struct ChatMessage {
     pub tool_calls: Option<Value>,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A `chat.completion` object: the whole answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: CompletionUsage,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompletionChoice {
+    pub index: u32,
+    pub message: CompletionMessage,
+    /// Always null: ccpool has no log probabilities.
+    pub logprobs: Option<()>,
+    pub finish_reason: &'static str,
+}
+
+/// The assistant's message of a completion.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompletionMessage {
+    pub role: &'static str,
+    pub content: String,
+    pub refusal: Option<String>,
+    /// The model's thinking, when the configuration exposes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+}
+
+/// Token counts as Chat Completions reports them.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CompletionUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u64,
+}
+
+/// A `chat.completion.chunk`: one streamed piece of the answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<ChunkChoice>,
+    /// With `stream_options.include_usage`: null on every chunk but the last, which has no
+    /// choices; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<CompletionUsage>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: ChunkDelta,
+    /// Always null: ccpool has no log probabilities.
+    pub logprobs: Option<()>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// What a chunk adds to the message.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChunkDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
