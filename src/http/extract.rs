@@ -194,3 +194,45 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Failure> {
     }
     Ok(collected.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use crate::fake::harness;
+    use crate::http::app;
+
+    #[tokio::test]
+    async fn a_file_too_large_gets_its_413_in_the_callers_dialect() {
+        let h = harness().await;
+        let limit = h.state.api.max_body_bytes;
+        let put = |anthropic: bool| {
+            let mut r = Request::put("/v1/sessions/s1/files/big.txt");
+            if anthropic {
+                r = r.header("anthropic-version", "2023-06-01");
+            }
+            r.body(Body::from(vec![b'x'; limit + 1])).unwrap()
+        };
+        for anthropic in [true, false] {
+            let response = app(h.state.clone()).oneshot(put(anthropic)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            let has_request_id = response.headers().contains_key("request-id");
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let e: Value = serde_json::from_slice(&bytes).unwrap();
+            if anthropic {
+                assert_eq!(e["type"], "error", "{e}");
+                assert_eq!(e["error"]["type"], "request_too_large", "{e}");
+                assert!(has_request_id, "Anthropic callers get request-id");
+            } else {
+                assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+                assert_eq!(e["error"]["code"], "request_too_large", "{e}");
+            }
+        }
+        h.stop().await;
+    }
+}
