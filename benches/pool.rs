@@ -85,7 +85,7 @@ fn requests_per_phase() -> usize {
         .unwrap_or(40)
 }
 
-/// The CLI run directly on the host: one process started ahead of time, `/clear` between
+/// The CLI run directly on the host: one process started ahead of time, a rewind between
 /// requests, exactly what a worker does minus the container.
 async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
     let binary = std::env::var("CCPOOL_CLI_BIN")
@@ -140,15 +140,12 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
     let t0 = Instant::now();
     for i in 0..n + 3 {
         let started = Instant::now();
-        stdin
-            .write_all(
-                send(StdinLine::User(vec![ccpool::domain::ContentBlock::Text(
-                    format!("bench {i}"),
-                )]))
-                .as_bytes(),
-            )
-            .await
-            .ok()?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let user = StdinLine::User {
+            uuid: uuid.clone(),
+            content: vec![ccpool::domain::ContentBlock::Text(format!("bench {i}"))],
+        };
+        stdin.write_all(send(user).as_bytes()).await.ok()?;
         let mut got = None;
         while let Ok(Some(line)) = lines.next_line().await {
             match CliEvent::parse(&line) {
@@ -159,12 +156,16 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
                 _ => {}
             }
         }
-        stdin
-            .write_all(send(StdinLine::Clear).as_bytes())
-            .await
-            .ok()?;
+        let rewind = StdinLine::Control {
+            request_id: format!("rewind{i}"),
+            request: ccpool::cli::ControlRequest::RewindConversation {
+                target: uuid.clone(),
+                last_seen: uuid,
+            },
+        };
+        stdin.write_all(send(rewind).as_bytes()).await.ok()?;
         while let Ok(Some(line)) = lines.next_line().await {
-            if matches!(CliEvent::parse(&line), Ok(CliEvent::Result(_))) {
+            if matches!(CliEvent::parse(&line), Ok(CliEvent::ControlResponse { .. })) {
                 break;
             }
         }

@@ -67,6 +67,22 @@ pub enum ChatFailure {
     Worker(String),
 }
 
+impl ChatRequest {
+    /// The profile of the worker to serve this request: the request's profile with its model,
+    /// so that a worker is launched with the model it serves and never switches (a switch costs
+    /// an upstream validation request and leaves a note). The configured default model is left
+    /// as `None`, the profile the pool keeps warm.
+    pub fn launch_profile(&self, default_model: Option<&str>) -> LaunchProfile {
+        let model = self.turn.model.as_deref().or(self.profile.model.as_deref());
+        LaunchProfile {
+            model: model
+                .filter(|&m| Some(m) != default_model)
+                .map(str::to_string),
+            ..self.profile.clone()
+        }
+    }
+}
+
 /// Where a chat request runs.
 #[derive(Clone, Debug, Default)]
 pub enum Target {
@@ -124,10 +140,12 @@ pub async fn start(
         (false, true) => Mode::Agentic,
         (false, false) => Mode::Message,
     };
+    // A worker is launched with the model it serves (see `ChatRequest::launch_profile`).
+    let profile = request.launch_profile(pool.settings().cli.model.as_deref());
     match target {
         Target::Pool => {
             let lease = pool
-                .checkout(&request.profile, &request.owner)
+                .checkout(&profile, &request.owner)
                 .await
                 .map_err(StartError::Pool)?;
             let turn = lease.start_turn(request.turn);
@@ -144,7 +162,7 @@ pub async fn start(
         }
         Target::Session { id, options } => {
             let turn = sessions
-                .start_turn(&id, &request.profile, request.turn, options)
+                .start_turn(&id, &profile, request.turn, options)
                 .await
                 .map_err(StartError::Session)?;
             let stream = ChatStream::new(

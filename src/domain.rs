@@ -299,7 +299,12 @@ impl fmt::Display for OwnerKey {
 /// only be served by a worker launched with the profile it needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LaunchProfile {
-    /// Replaces the CLI's default system prompt when set.
+    /// The model the CLI starts with (`--model`); `None` is the configured default. A worker
+    /// serves the model it was launched with: switching a running CLI costs an upstream
+    /// validation request and leaves a note in the conversation.
+    pub model: Option<String>,
+    /// The client's system prompt. `None` sends none (only what the CLI requires), unless the
+    /// built-in tools are on: then the CLI's own agent prompt describes them.
     pub system_prompt: Option<String>,
     /// Whether the CLI's built-in tools are on (only inside a session's sandbox).
     pub builtin_tools: bool,

@@ -52,7 +52,7 @@ pub struct FakeRuntime {
     state: Arc<Mutex<FakeState>>,
     /// Delay of every container start.
     pub start_delay: Duration,
-    /// How long the fake CLI takes to answer `/clear`.
+    /// How long the fake CLI takes to answer a `rewind_conversation`.
     pub clear_delay: Duration,
 }
 
@@ -274,7 +274,8 @@ fn result(subtype: &str, text: &str, terminal: &str) -> Value {
            "usage": {"input_tokens": 3, "output_tokens": 2}})
 }
 
-/// A stand-in for the CLI: answers `initialize`, `set_model`, `interrupt`, `/clear`, and
+/// A stand-in for the CLI: answers `initialize`, `set_model`, `interrupt`,
+/// `rewind_conversation` (refused as `stale_target` for an id it was never sent), and
 /// user messages (`Echo: …`; `[[slow]]` streams slowly until interrupted; `[[hang]]` never
 /// answers, not even an interrupt).
 async fn fake_cli(
@@ -286,6 +287,8 @@ async fn fake_cli(
     clear_delay: Duration,
 ) {
     let mut lines = BufReader::new(stdin).lines();
+    // The ids of the user lines in the conversation, for rewinds.
+    let mut sent_ids: Vec<String> = Vec::new();
     loop {
         let line = tokio::select! {
             _ = alive.cancelled() => return,
@@ -297,9 +300,25 @@ async fn fake_cli(
             .stdin_lines
             .push((container.clone(), line.clone()));
         let msg: Value = serde_json::from_str(&line).unwrap();
+        if msg["type"] == "user" {
+            if let Some(uuid) = msg["uuid"].as_str() {
+                sent_ids.push(uuid.to_string());
+            }
+        }
         if msg["type"] == "control_request" {
             let id = msg["request_id"].clone();
             let response = match msg["request"]["subtype"].as_str() {
+                Some("rewind_conversation") => {
+                    tokio::time::sleep(clear_delay).await;
+                    let target = msg["request"]["target_message_uuid"].as_str();
+                    match target.and_then(|t| sent_ids.iter().position(|s| s == t)) {
+                        Some(at) => {
+                            sent_ids.truncate(at);
+                            json!({"rewound": true, "targetMessageUuid": target})
+                        }
+                        None => json!({"rewound": false, "reason": "stale_target"}),
+                    }
+                }
                 Some("initialize") => json!({"models": [
                     {"value": "default", "resolvedModel": "claude-fake-1", "displayName": "Default"},
                     {"value": "fake", "resolvedModel": "claude-fake-1", "displayName": "Fake"},
@@ -314,12 +333,6 @@ async fn fake_cli(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if text == "/clear" && msg.get("client_composed").is_none() {
-            tokio::time::sleep(clear_delay).await;
-            emit(&out, json!({"type": "conversation_reset"})).await;
-            emit(&out, result("success", "", "completed")).await;
-            continue;
-        }
         if let Some(name) = text
             .split("[[fixture:")
             .nth(1)
@@ -499,6 +512,18 @@ impl TestApp {
 
     pub async fn messages(&self, body: Value) -> (StatusCode, axum::http::HeaderMap, String) {
         self.post("/v1/messages", body.to_string()).await
+    }
+
+    /// The `--model` every CLI was started with, in order.
+    pub fn launch_models(&self) -> Vec<String> {
+        self.fake
+            .execs()
+            .iter()
+            .filter_map(|cmd| {
+                let at = cmd.iter().position(|a| a == "--model")?;
+                cmd.get(at + 1).cloned()
+            })
+            .collect()
     }
 
     /// Stdin lines the CLIs received, as JSON.

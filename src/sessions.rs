@@ -434,6 +434,7 @@ impl Sessions {
                         .system_prompt
                         .clone()
                         .or(session.options.system_prompt.clone()),
+                    // The profile comes with its model (`ChatRequest::launch_profile`).
                     ..profile.clone()
                 });
             }

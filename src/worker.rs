@@ -1,6 +1,8 @@
 //! One worker: a sandboxed container with one long-lived CLI process in it, started ahead of
 //! demand and left waiting on stdin. Drives one turn at a time over stream-json, resets the
-//! conversation between requests, and interrupts, kills or removes itself.
+//! conversation between requests (`conversation`), and interrupts, kills or removes itself.
+
+mod conversation;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,7 @@ use crate::domain::{
 };
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
+use conversation::{Conversation, StreamCheck};
 
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 2048;
@@ -104,6 +107,8 @@ pub struct Worker {
     stderr_tail: Arc<Mutex<Vec<u8>>>,
     /// The model the CLI uses now (launch flag or last `set_model`); `None` is its default.
     model: Option<String>,
+    /// The conversation the CLI holds, if any (what a reset empties).
+    conversation: Option<Conversation>,
     /// The models the CLI offered in its `initialize` answer.
     models: Vec<ModelInfo>,
     /// The CLI's version, from the same answer.
@@ -210,7 +215,8 @@ impl Worker {
             stdin,
             events,
             stderr_tail,
-            model: settings.cli.model.clone(),
+            model: None,
+            conversation: None,
             models: Vec::new(),
             cli_version: None,
             uses: 0,
@@ -223,6 +229,7 @@ impl Worker {
             // The caller removes the container if this function fails.
             removed: true,
         };
+        worker.model = worker.launch_model();
         let init = worker
             .control(ControlRequest::Initialize, settings.start_timeout)
             .await?;
@@ -243,7 +250,7 @@ impl Worker {
             "$HOME/{}",
             transcript_path(&settings.sandbox.workspace, &session)
         );
-        let content = transcript(&session, &settings.sandbox.workspace, history);
+        let (content, first) = transcript(&session, &settings.sandbox.workspace, history);
         write_file(
             self.runtime.as_ref(),
             &settings,
@@ -252,31 +259,8 @@ impl Worker {
             &content,
         )
         .await?;
-
-        // Closing stdin makes the CLI exit; kill it if it does not.
-        let _ = self.stdin.shutdown().await;
-        let ended = tokio::time::timeout(settings.interrupt_grace, async {
-            while self.events.next().await.is_some() {}
-        })
-        .await;
-        if ended.is_err() {
-            self.kill_process().await;
-        }
-        let (stdin, events) = spawn_cli(
-            self.runtime.as_ref(),
-            &settings,
-            &self.container_id,
-            &self.profile,
-            Some(&session),
-            &self.stderr_tail,
-        )
-        .await
-        .inspect_err(|e| self.mark_broken(format!("relaunching the CLI: {e}")))?;
-        self.stdin = stdin;
-        self.events = events;
-        self.model = settings.cli.model.clone();
-        self.control(ControlRequest::Initialize, settings.start_timeout)
-            .await?;
+        self.relaunch(Some(&session)).await?;
+        self.conversation = first.map(Conversation::replayed);
         Ok(())
     }
 
@@ -484,7 +468,8 @@ impl Worker {
                 }
             }
         }
-        if let Err(e) = self.write_line(&StdinLine::User(request.content)).await {
+        let line = self.user_line(request.content);
+        if let Err(e) = self.write_line(&line).await {
             return TurnOutcome::failed(e.to_string());
         }
         self.relay_until_result(out, cancel).await
@@ -500,6 +485,7 @@ impl Worker {
         // Set once the CLI has been asked to stop: until when it may take, and why.
         let mut stopping: Option<(tokio::time::Instant, Option<String>)> = None;
         let mut streamed_text = String::new();
+        let mut check = StreamCheck::default();
         loop {
             let wait = match stopping {
                 Some((deadline, _)) => {
@@ -542,7 +528,7 @@ impl Worker {
                 }
                 Ok(Some(Ok(event))) => match event {
                     CliEvent::Stream(event) => {
-                        if stopping.is_some() {
+                        if !check.observe(&event) || stopping.is_some() {
                             continue;
                         }
                         if let Some(event) = event.to_turn_event() {
@@ -560,6 +546,9 @@ impl Worker {
                     }
                     CliEvent::Result(result) => {
                         let mut outcome = result.outcome();
+                        if stopping.is_none() {
+                            check.judge(&mut outcome);
+                        }
                         outcome.streamed_text = std::mem::take(&mut streamed_text);
                         if let Some((_, Some(failure))) = stopping {
                             // The watchdog fired: the turn failed even if the CLI ended it.
@@ -610,38 +599,6 @@ impl Worker {
         if let Err(e) = run_to_end(self.runtime.as_ref(), &self.container_id, &spec, b"").await {
             tracing::debug!(worker = %self.id, cause = %e, "killing the CLI");
         }
-    }
-
-    /// Resets the conversation with `/clear` so the next request starts from nothing. The
-    /// process, and the container's files, stay.
-    pub async fn reset(&mut self, limit: Duration) -> Result<(), WorkerError> {
-        self.write_line(&StdinLine::Clear).await?;
-        let wait = async {
-            let mut was_reset = false;
-            loop {
-                match self.events.next().await {
-                    Some(Ok(CliEvent::ConversationReset)) => was_reset = true,
-                    Some(Ok(CliEvent::Result(_))) if was_reset => return Ok(()),
-                    Some(Ok(CliEvent::Result(r))) => {
-                        return Err(WorkerError::Refused(format!(
-                            "/clear ended without a reset: {}",
-                            r.result.unwrap_or_default()
-                        )));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(WorkerError::Exited(self.stderr_summary())),
-                }
-            }
-        };
-        let result = match tokio::time::timeout(limit, wait).await {
-            Ok(r) => r,
-            Err(_) => Err(WorkerError::Timeout(limit)),
-        };
-        if let Err(e) = &result {
-            self.mark_broken(format!("reset: {e}"));
-        }
-        result
     }
 
     /// Removes the container now and waits for it.

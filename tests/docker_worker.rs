@@ -79,7 +79,7 @@ async fn a_prompt_streams_back_token_deltas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_requests_on_one_warm_worker_are_separated_by_clear() {
+async fn two_requests_on_one_warm_worker_leave_no_trace_of_each_other() {
     let mock = MockUpstream::start().await;
     let pool = start_pool(
         settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
@@ -124,11 +124,25 @@ async fn two_requests_on_one_warm_worker_are_separated_by_clear() {
         !requests[1].all_text().contains("pelican-42"),
         "the second request carries a trace of the first"
     );
-    // The CLI records the /clear itself as local-command context of the new conversation;
-    // nothing of the previous conversation remains.
-    let turns = requests[1].turns();
-    assert_eq!(turns.len(), 1, "a fresh conversation: {turns:?}");
-    assert_eq!(requests[1].last_user_prompt(), "what was the word?");
+    // The reset (a rewind) leaves no note: the second request is shaped exactly like the
+    // first, a single user message holding only the client's text.
+    for (request, prompt) in requests
+        .iter()
+        .zip(["remember the word pelican-42", "what was the word?"])
+    {
+        let messages = request.messages();
+        assert_eq!(messages[0]["role"], "user");
+        assert_eq!(
+            messages[0]["content"],
+            serde_json::json!([{"type": "text", "text": prompt}]),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1..].iter().all(|m| m["role"] == "system"),
+            "{messages:?}"
+        );
+        assert!(!request.all_text().contains("local-command"));
+    }
     shutdown_clean(pool).await;
     mock.shutdown().await;
 }
@@ -437,7 +451,11 @@ async fn client_text_is_never_a_file_mention_and_images_and_models_reach_the_ups
         .find(|r| r.all_text().contains("summarize @/etc/passwd"))
         .expect("the prompt reached the upstream verbatim");
     assert_eq!(request.body["model"], "claude-haiku-4-5");
-    let last = request.messages().last().cloned().unwrap();
+    let last = request
+        .messages()
+        .into_iter()
+        .rfind(|m| m["role"] == "user")
+        .unwrap();
     let image = last["content"]
         .as_array()
         .unwrap()
@@ -557,7 +575,9 @@ async fn upstream_errors_are_reported_promptly_with_their_status() {
             started.elapsed()
         );
     }
-    // A stream cut halfway ends too (the CLI's idle timeout, then its own error), never hangs.
+    // A stream cut halfway is an upstream error, whatever the CLI concludes, and it is never
+    // retried as a second (non-streaming) request.
+    let before = mock.message_request_count();
     let started = Instant::now();
     let (_, outcome) = pool
         .run(
@@ -570,6 +590,11 @@ async fn upstream_errors_are_reported_promptly_with_their_status() {
         .collect_all()
         .await;
     assert!(started.elapsed() < Duration::from_secs(30), "{outcome:?}");
+    assert!(
+        matches!(outcome.status, TurnStatus::UpstreamError { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(mock.message_request_count(), before + 1);
     shutdown_clean(pool).await;
     mock.shutdown().await;
 }

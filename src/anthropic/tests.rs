@@ -59,13 +59,15 @@ async fn a_non_streaming_request_answers_a_message_object() {
     assert_eq!(m["usage"]["input_tokens"], 12);
     assert_eq!(m["usage"]["output_tokens"], 9);
 
-    // What the CLI was given: the model, then the prompt as a client-composed user line.
+    // What the CLI was given: the model at launch (never switched), then the prompt as a
+    // client-composed user line.
+    assert!(
+        h.launch_models().iter().any(|m| m == "claude-sonnet-4-5"),
+        "{:?}",
+        h.launch_models()
+    );
     let stdin = h.stdin();
-    let set_model = stdin
-        .iter()
-        .find(|l| l["request"]["subtype"] == "set_model")
-        .expect("set_model");
-    assert_eq!(set_model["request"]["model"], "claude-sonnet-4-5");
+    assert!(!stdin.iter().any(|l| l["request"]["subtype"] == "set_model"));
     let user = stdin
         .iter()
         .find(|l| l["type"] == "user" && l["client_composed"] == true)
@@ -197,6 +199,30 @@ async fn upstream_errors_map_to_their_status_before_streaming() {
             }
         }
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_cut_upstream_stream_is_an_error_never_a_normal_end() {
+    // Recorded: the CLI closes the cut message itself and calls the turn a success.
+    let h = harness().await;
+    let (status, _, text) = h.messages(request("[[fixture:upstream_stream_cut]]")).await;
+    assert_eq!(status.as_u16(), 502, "{text}");
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["error"]["type"], "api_error", "{text}");
+
+    let mut body = request("[[fixture:upstream_stream_cut]]");
+    body["stream"] = json!(true);
+    let (status, _, text) = h.messages(body).await;
+    assert_eq!(status, StatusCode::OK, "the answer had begun: {text}");
+    let events = sse(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"error"), "{names:?}");
+    assert!(
+        !names.contains(&"message_stop") && !names.contains(&"message_delta"),
+        "{names:?}"
+    );
     h.stop().await;
 }
 

@@ -64,6 +64,8 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
         .and_then(Value::as_str)
         .is_some_and(|t| t != "disabled");
     let profile = LaunchProfile {
+        // The model goes into the profile where the request flow picks a worker (`chat`).
+        model: None,
         system_prompt: system_prompt(request.system.as_ref())?,
         builtin_tools: false,
         json_schema: None,

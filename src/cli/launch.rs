@@ -12,9 +12,8 @@ pub struct CliSettings {
     pub program: String,
     /// `ANTHROPIC_BASE_URL` for the CLI, when the upstream is not the default.
     pub base_url: Option<String>,
-    /// The model every CLI starts with (`--model`); `None` is the CLI's own default. A request
-    /// for another model switches with `set_model`, which costs the CLI a validation request
-    /// and leaves a `/model` note in the conversation, so set this to the model most clients use.
+    /// The model a CLI starts with when its profile names none (`--model`); `None` is the
+    /// CLI's own default. Requests for other models get workers launched with those.
     pub model: Option<String>,
     /// Upstream retries the CLI makes before reporting an error (`CLAUDE_CODE_MAX_RETRIES`).
     pub max_retries: u32,
@@ -83,13 +82,22 @@ pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> 
         argv.push("--tools".to_string());
         argv.push(String::new());
     }
-    if let Some(model) = &settings.model {
+    if let Some(model) = profile.model.as_ref().or(settings.model.as_ref()) {
         argv.push("--model".to_string());
         argv.push(model.clone());
     }
-    if let Some(prompt) = &profile.system_prompt {
-        argv.push("--system-prompt".to_string());
-        argv.push(prompt.clone());
+    // Without a client prompt, an empty one: the CLI then sends only its billing header and
+    // identity line, not its agent prompt (kept only for the built-in tools it describes).
+    match &profile.system_prompt {
+        Some(prompt) => {
+            argv.push("--system-prompt".to_string());
+            argv.push(prompt.clone());
+        }
+        None if !profile.builtin_tools => {
+            argv.push("--system-prompt".to_string());
+            argv.push(String::new());
+        }
+        None => {}
     }
     if let Some(effort) = &profile.effort {
         argv.push("--effort".to_string());
@@ -129,6 +137,19 @@ pub fn cli_env(
         ),
         ("DISABLE_TELEMETRY".into(), "1".into()),
         ("DISABLE_AUTOUPDATER".into(), "1".into()),
+        // Fidelity (README, "What the model sees"): the environment, model and date notes go
+        // in a system message after the user's turn instead of into it; the model asked for
+        // is the model used (no remapping of older ids); a cut upstream stream is not
+        // retried as a second, non-streaming request.
+        (
+            "CLAUDE_CODE_FORCE_MID_CONVERSATION_SYSTEM".into(),
+            "1".into(),
+        ),
+        ("CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP".into(), "1".into()),
+        (
+            "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK".into(),
+            "1".into(),
+        ),
     ];
     if let Some(url) = &settings.base_url {
         env.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
@@ -152,11 +173,48 @@ mod tests {
         let tools = argv.iter().position(|a| a == "--tools").expect("--tools");
         assert_eq!(argv[tools + 1], "");
         assert!(!argv.iter().any(|a| a == "--dangerously-skip-permissions"));
+        let prompt = argv.iter().position(|a| a == "--system-prompt");
+        assert_eq!(
+            argv[prompt.expect("--system-prompt") + 1],
+            "",
+            "no agent prompt"
+        );
+        let env = cli_env(
+            &CliSettings::default(),
+            &LaunchProfile::default(),
+            &Credentials::None,
+        );
+        for name in [
+            "CLAUDE_CODE_FORCE_MID_CONVERSATION_SYSTEM",
+            "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP",
+            "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK",
+        ] {
+            assert!(env.iter().any(|(k, v)| k == name && v == "1"), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_profile_model_wins_over_the_default_and_tools_keep_the_agent_prompt() {
+        let settings = CliSettings {
+            model: Some("claude-sonnet-4-5".into()),
+            ..CliSettings::default()
+        };
+        let profile = LaunchProfile {
+            model: Some("claude-haiku-4-5".into()),
+            builtin_tools: true,
+            ..LaunchProfile::default()
+        };
+        let argv = cli_argv(&settings, &profile);
+        let model = argv.iter().position(|a| a == "--model").expect("--model");
+        assert_eq!(argv[model + 1], "claude-haiku-4-5");
+        assert_eq!(argv.iter().filter(|a| *a == "--model").count(), 1);
+        assert!(!argv.iter().any(|a| a == "--system-prompt"));
     }
 
     #[test]
     fn profile_fields_become_flags_and_env() {
         let profile = LaunchProfile {
+            model: None,
             system_prompt: Some("Be brief.".into()),
             builtin_tools: true,
             json_schema: Some("{\"type\":\"object\"}".into()),

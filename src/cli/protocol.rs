@@ -12,13 +12,13 @@ use crate::domain::{
 /// A line ccpool writes to the CLI's stdin.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StdinLine {
-    /// A user message carrying client content. Always sent with `client_composed: true`, so
-    /// the CLI delivers its text verbatim: no `@path` file expansion, no slash commands.
-    User(Vec<ContentBlock>),
-    /// The fixed `/clear` command that resets the conversation between requests. Composed by
-    /// ccpool, never from client content, and the only user line sent without
-    /// `client_composed` (with it the CLI would forward `/clear` upstream as text).
-    Clear,
+    /// A user message carrying client content, with the id ccpool gives it (a conversation is
+    /// rewound to its first message's id). Always sent with `client_composed: true`, so the CLI
+    /// delivers its text verbatim: no `@path` file expansion, no slash commands.
+    User {
+        uuid: String,
+        content: Vec<ContentBlock>,
+    },
     /// A control request with its id.
     Control {
         request_id: String,
@@ -32,24 +32,26 @@ pub enum ControlRequest {
     Initialize,
     Interrupt,
     SetModel(String),
+    /// Cuts the conversation at `target` (that message and everything after it go), leaving
+    /// no note in it. `last_seen` is the last user message ccpool sent, which the CLI wants
+    /// when the target came from a transcript.
+    RewindConversation {
+        target: String,
+        last_seen: String,
+    },
 }
 
 impl StdinLine {
     /// The line as JSON text, without the trailing newline.
     pub fn to_json(&self) -> String {
         let value = match self {
-            StdinLine::User(blocks) => json!({
+            StdinLine::User { uuid, content } => json!({
                 "type": "user",
-                "message": {"role": "user", "content": blocks.iter().map(content_json).collect::<Vec<_>>()},
+                "message": {"role": "user", "content": content.iter().map(content_json).collect::<Vec<_>>()},
                 "parent_tool_use_id": null,
                 "session_id": "default",
+                "uuid": uuid,
                 "client_composed": true,
-            }),
-            StdinLine::Clear => json!({
-                "type": "user",
-                "message": {"role": "user", "content": [{"type": "text", "text": "/clear"}]},
-                "parent_tool_use_id": null,
-                "session_id": "default",
             }),
             StdinLine::Control {
                 request_id,
@@ -61,6 +63,11 @@ impl StdinLine {
                     ControlRequest::SetModel(model) => {
                         json!({"subtype": "set_model", "model": model})
                     }
+                    ControlRequest::RewindConversation { target, last_seen } => json!({
+                        "subtype": "rewind_conversation",
+                        "target_message_uuid": target,
+                        "last_seen_user_message_uuid": last_seen,
+                    }),
                 };
                 json!({"type": "control_request", "request_id": request_id, "request": request})
             }
@@ -165,8 +172,6 @@ pub enum CliEvent {
         request_id: String,
         result: ControlResult,
     },
-    /// `/clear` took effect.
-    ConversationReset,
     /// A line of a known kind that ccpool does not act on (`system`, `assistant`, `user`, …),
     /// or of an unknown kind: carries the `type` for logs.
     Other(String),
@@ -336,7 +341,6 @@ impl CliEvent {
                     result,
                 }
             }
-            "conversation_reset" => CliEvent::ConversationReset,
             other => CliEvent::Other(other.to_string()),
         })
     }
@@ -705,16 +709,20 @@ mod tests {
     }
 
     #[test]
-    fn user_lines_are_client_composed_and_clear_is_the_only_exception() {
-        let user = StdinLine::User(vec![
-            ContentBlock::Text("summarize @/etc/passwd".into()),
-            ContentBlock::Image {
-                media_type: "image/png".into(),
-                data: "AAAA".into(),
-            },
-        ]);
+    fn user_lines_are_client_composed_and_carry_their_id() {
+        let user = StdinLine::User {
+            uuid: "11111111-1111-4111-8111-111111111111".into(),
+            content: vec![
+                ContentBlock::Text("summarize @/etc/passwd".into()),
+                ContentBlock::Image {
+                    media_type: "image/png".into(),
+                    data: "AAAA".into(),
+                },
+            ],
+        };
         let v: Value = serde_json::from_str(&user.to_json()).unwrap();
         assert_eq!(v["client_composed"], true);
+        assert_eq!(v["uuid"], "11111111-1111-4111-8111-111111111111");
         assert_eq!(v["message"]["content"][0]["text"], "summarize @/etc/passwd");
         assert_eq!(
             v["message"]["content"][1]["source"]["media_type"],
@@ -727,16 +735,15 @@ mod tests {
         ))
         .unwrap();
         let recorded: Value = serde_json::from_str(recorded.lines().next().unwrap()).unwrap();
-        let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+        let keys = |v: &Value| -> Vec<String> {
+            let keys = v.as_object().unwrap().keys();
+            keys.filter(|k| *k != "uuid").cloned().collect()
+        };
         assert_eq!(
             keys(&v),
             keys(&recorded),
-            "same envelope as the recorded stdin line"
+            "same envelope as the recorded stdin line, plus the id"
         );
-
-        let clear: Value = serde_json::from_str(&StdinLine::Clear.to_json()).unwrap();
-        assert_eq!(clear["message"]["content"][0]["text"], "/clear");
-        assert!(clear.get("client_composed").is_none());
     }
 
     #[test]
@@ -752,6 +759,21 @@ mod tests {
         ))
         .unwrap();
         let recorded: Value = serde_json::from_str(recorded.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(ours, recorded);
+        let rewind = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/stdin_rewind.stdin.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let recorded: Value = serde_json::from_str(rewind.lines().nth(2).unwrap()).unwrap();
+        let ours = StdinLine::Control {
+            request_id: "r".into(),
+            request: ControlRequest::RewindConversation {
+                target: "11111111-1111-4111-8111-111111111111".into(),
+                last_seen: "11111111-1111-4111-8111-111111111111".into(),
+            },
+        };
+        let ours: Value = serde_json::from_str(&ours.to_json()).unwrap();
         assert_eq!(ours, recorded);
         let set = StdinLine::Control {
             request_id: "r".into(),

@@ -15,9 +15,15 @@ pub fn transcript_path(cwd: &str, session: &str) -> String {
     format!(".claude/projects/{}/{session}.jsonl", cwd.replace('/', "-"))
 }
 
-/// The transcript: one JSON line per message, each pointing at the previous one.
-pub fn transcript(session: &str, cwd: &str, history: &[HistoryMessage]) -> String {
+/// The transcript: one JSON line per message, each pointing at the previous one; and the id
+/// of its first line (where a rewind cuts the conversation back to nothing).
+pub fn transcript(
+    session: &str,
+    cwd: &str,
+    history: &[HistoryMessage],
+) -> (String, Option<String>) {
     let mut out = String::new();
+    let mut first = None;
     let mut parent: Value = Value::Null;
     for (i, message) in history.iter().enumerate() {
         let uuid = uuid::Uuid::new_v4().to_string();
@@ -53,9 +59,10 @@ pub fn transcript(session: &str, cwd: &str, history: &[HistoryMessage]) -> Strin
         });
         out.push_str(&line.to_string());
         out.push('\n');
+        first.get_or_insert_with(|| uuid.clone());
         parent = Value::String(uuid);
     }
-    out
+    (out, first)
 }
 
 #[cfg(test)]
@@ -79,13 +86,14 @@ mod tests {
                 content: vec![ContentBlock::Text("three".into())],
             },
         ];
-        let text = transcript("sess", "/workspace", &history);
+        let (text, first) = transcript("sess", "/workspace", &history);
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["parentUuid"], Value::Null);
+        assert_eq!(first.as_deref(), lines[0]["uuid"].as_str());
         assert_eq!(lines[1]["parentUuid"], lines[0]["uuid"]);
         assert_eq!(lines[2]["parentUuid"], lines[1]["uuid"]);
         assert_eq!(lines[1]["type"], "assistant");

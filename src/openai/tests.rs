@@ -48,14 +48,15 @@ async fn a_completion_object_with_the_requested_model() {
     assert_eq!(c["usage"]["prompt_tokens"], 12);
     assert_eq!(c["usage"]["completion_tokens"], 9);
     assert_eq!(c["usage"]["total_tokens"], 21);
-    let set_model = h
-        .stdin()
-        .into_iter()
-        .find(|l| l["request"]["subtype"] == "set_model")
-        .unwrap();
-    assert_eq!(
-        set_model["request"]["model"], "claude-sonnet-4-5",
-        "the alias reached the CLI as a Claude model"
+    assert!(
+        h.launch_models().iter().any(|m| m == "claude-sonnet-4-5"),
+        "the alias reached the CLI as a Claude model: {:?}",
+        h.launch_models()
+    );
+    assert!(
+        !h.stdin()
+            .iter()
+            .any(|l| l["request"]["subtype"] == "set_model")
     );
     h.stop().await;
 }
@@ -164,6 +165,24 @@ async fn upstream_errors_keep_their_meaning_in_the_openai_shape() {
             assert!(headers.contains_key("retry-after"));
         }
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_cut_upstream_stream_is_an_error_chunk_never_a_stop() {
+    let h = harness().await;
+    let body = ask("[[fixture:upstream_stream_cut]]");
+    let (status, _, text) = h.post("/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status.as_u16(), 502, "{text}");
+    let mut body = body;
+    body["stream"] = json!(true);
+    let (status, _, text) = h.post("/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let chunks = data(&text);
+    let last: Value = serde_json::from_str(chunks.last().unwrap()).unwrap();
+    assert!(last.get("error").is_some(), "{text}");
+    assert!(!chunks.iter().any(|c| c == "[DONE]"), "{text}");
+    assert!(!text.contains("\"finish_reason\":\"stop\""), "{text}");
     h.stop().await;
 }
 

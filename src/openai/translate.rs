@@ -58,6 +58,8 @@ pub fn to_chat(
     let json_schema = response_format(request.response_format.as_ref())?;
     let structured = json_schema.is_some();
     let profile = LaunchProfile {
+        // The model goes into the profile where the request flow picks a worker (`chat`).
+        model: None,
         system_prompt: system,
         builtin_tools: false,
         json_schema,

@@ -53,7 +53,7 @@ impl Lease {
             worker,
             request,
             move |worker, outcome, reply| async move {
-                // The client has its answer first; the reset (`/clear`) happens after.
+                // The client has its answer first; the reset happens after.
                 reply.await;
                 pool.release(worker, &owner, &outcome).await;
             },

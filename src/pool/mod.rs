@@ -40,7 +40,7 @@ use status::Counters;
 /// What happens to a worker after it served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReusePolicy {
-    /// Reset it with `/clear` and keep it for the same owner, up to `max_uses` requests and
+    /// Reset it (`Worker::reset`) and keep it for the same owner, up to `max_uses` requests and
     /// `max_age` of life.
     Reuse { max_uses: u32, max_age: Duration },
     /// Retire it: every request gets a never-used worker.
@@ -63,7 +63,7 @@ pub struct PoolConfig {
     pub checkout_timeout: Duration,
     /// A reusable worker idle this long is retired.
     pub idle_timeout: Duration,
-    /// How long `/clear` may take.
+    /// How long a reset may take.
     pub reset_timeout: Duration,
     /// Worker starts in flight at once (each costs most of a CPU-second).
     pub max_concurrent_starts: usize,

@@ -143,13 +143,32 @@ async fn reuse_clears_between_requests_and_keeps_the_worker_for_its_owner() {
                 .to_string(),
         })
         .collect();
-    assert_eq!(kinds, vec!["initialize", "one", "/clear", "two", "/clear"]);
-    for line in lines
-        .iter()
-        .filter(|l| l["type"] == "user" && l["message"]["content"][0]["text"] != "/clear")
-    {
+    assert_eq!(
+        kinds,
+        vec![
+            "initialize",
+            "one",
+            "rewind_conversation",
+            "two",
+            "rewind_conversation"
+        ]
+    );
+    for line in lines.iter().filter(|l| l["type"] == "user") {
         assert_eq!(line["client_composed"], true);
     }
+    // Each rewind goes back to the first message of its conversation.
+    let rewinds: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "control_request" && l["request"]["subtype"] != "initialize")
+        .collect();
+    assert_eq!(
+        rewinds[0]["request"]["target_message_uuid"],
+        lines[1]["uuid"]
+    );
+    assert_eq!(
+        rewinds[1]["request"]["target_message_uuid"],
+        lines[3]["uuid"]
+    );
     assert_eq!(pool.status().reused, 1);
     pool.shutdown(Duration::from_secs(2)).await;
 }
@@ -212,7 +231,7 @@ async fn fresh_policy_retires_every_worker_after_one_request() {
         !fake
             .stdin_of(&first)
             .iter()
-            .any(|l| l["message"]["content"][0]["text"] == "/clear")
+            .any(|l| l["request"]["subtype"] == "rewind_conversation")
     );
     pool.shutdown(Duration::from_secs(2)).await;
     assert!(fake.container_ids().is_empty());
