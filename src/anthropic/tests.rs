@@ -206,23 +206,26 @@ async fn upstream_errors_map_to_their_status_before_streaming() {
 async fn a_cut_upstream_stream_is_an_error_never_a_normal_end() {
     // Recorded: the CLI closes the cut message itself and calls the turn a success.
     let h = harness().await;
-    let (status, _, text) = h.messages(request("[[fixture:upstream_stream_cut]]")).await;
-    assert_eq!(status.as_u16(), 502, "{text}");
-    let e: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(e["error"]["type"], "api_error", "{text}");
+    for fixture in ["upstream_stream_cut", "upstream_stream_cut_no_fallback"] {
+        let prompt = format!("[[fixture:{fixture}]]");
+        let (status, _, text) = h.messages(request(&prompt)).await;
+        assert_eq!(status.as_u16(), 502, "{text}");
+        let e: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(e["error"]["type"], "api_error", "{text}");
 
-    let mut body = request("[[fixture:upstream_stream_cut]]");
-    body["stream"] = json!(true);
-    let (status, _, text) = h.messages(body).await;
-    assert_eq!(status, StatusCode::OK, "the answer had begun: {text}");
-    let events = sse(&text);
-    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
-    assert_eq!(names.last(), Some(&"error"), "{names:?}");
-    assert!(
-        !names.contains(&"message_stop") && !names.contains(&"message_delta"),
-        "{names:?}"
-    );
+        let mut body = request(&prompt);
+        body["stream"] = json!(true);
+        let (status, _, text) = h.messages(body).await;
+        assert_eq!(status, StatusCode::OK, "the answer had begun: {text}");
+        let events = sse(&text);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+        assert_eq!(names.last(), Some(&"error"), "{names:?}");
+        assert!(
+            !names.contains(&"message_stop") && !names.contains(&"message_delta"),
+            "{names:?}"
+        );
+    }
     h.stop().await;
 }
 

@@ -171,18 +171,20 @@ async fn upstream_errors_keep_their_meaning_in_the_openai_shape() {
 #[tokio::test]
 async fn a_cut_upstream_stream_is_an_error_chunk_never_a_stop() {
     let h = harness().await;
-    let body = ask("[[fixture:upstream_stream_cut]]");
-    let (status, _, text) = h.post("/v1/chat/completions", body.to_string()).await;
-    assert_eq!(status.as_u16(), 502, "{text}");
-    let mut body = body;
-    body["stream"] = json!(true);
-    let (status, _, text) = h.post("/v1/chat/completions", body.to_string()).await;
-    assert_eq!(status, StatusCode::OK, "{text}");
-    let chunks = data(&text);
-    let last: Value = serde_json::from_str(chunks.last().unwrap()).unwrap();
-    assert!(last.get("error").is_some(), "{text}");
-    assert!(!chunks.iter().any(|c| c == "[DONE]"), "{text}");
-    assert!(!text.contains("\"finish_reason\":\"stop\""), "{text}");
+    for fixture in ["upstream_stream_cut", "upstream_stream_cut_no_fallback"] {
+        let body = ask(&format!("[[fixture:{fixture}]]"));
+        let (status, _, text) = h.post("/v1/chat/completions", body.to_string()).await;
+        assert_eq!(status.as_u16(), 502, "{text}");
+        let mut body = body;
+        body["stream"] = json!(true);
+        let (status, _, text) = h.post("/v1/chat/completions", body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let chunks = data(&text);
+        let last: Value = serde_json::from_str(chunks.last().unwrap()).unwrap();
+        assert!(last.get("error").is_some(), "{text}");
+        assert!(!chunks.iter().any(|c| c == "[DONE]"), "{text}");
+        assert!(!text.contains("\"finish_reason\":\"stop\""), "{text}");
+    }
     h.stop().await;
 }
 

@@ -122,10 +122,11 @@ impl Worker {
     }
 }
 
-/// Watches the upstream events of a turn: a message that started and did not end with its
-/// `message_delta` (the stop reason) and `message_stop` was cut off, whatever the CLI concludes.
-/// On a cut stream the CLI closes the message itself (a `message_stop` with no `message_delta`
-/// before it) and ends the turn as a success with the partial text.
+/// Watches the upstream events of a turn: a message that started and did not end with a
+/// `message_delta` carrying its stop reason and a `message_stop` was cut off, whatever the CLI
+/// concludes. On a cut stream the CLI closes the message itself (a `message_delta` without a
+/// stop reason, or none, then a `message_stop`) and ends the turn with the partial text, as a
+/// success or as an error of its own.
 #[derive(Debug, Default)]
 pub(super) struct StreamCheck {
     /// A message has started and not yet stopped.
@@ -137,7 +138,7 @@ pub(super) struct StreamCheck {
 }
 
 impl StreamCheck {
-    /// Notes an event; false for a `message_stop` the CLI made up for a cut message, which
+    /// Notes an event; false for the closing events the CLI made up for a cut message, which
     /// must not reach the client as the end of an answer.
     pub(super) fn observe(&mut self, event: &StreamEvent) -> bool {
         match event {
@@ -145,7 +146,13 @@ impl StreamCheck {
                 self.open = true;
                 self.delta = false;
             }
-            StreamEvent::MessageDelta { .. } => self.delta = true,
+            StreamEvent::MessageDelta { delta, .. } => {
+                if delta.stop_reason.is_none() {
+                    self.cut = true;
+                    return false;
+                }
+                self.delta = true;
+            }
             StreamEvent::MessageStop => {
                 self.open = false;
                 if !self.delta {
@@ -159,9 +166,10 @@ impl StreamCheck {
     }
 
     /// The turn's outcome, made an upstream error if a message was cut off and the CLI did
-    /// not report a failure of its own.
+    /// not report an upstream error of its own.
     pub(super) fn judge(&self, outcome: &mut TurnOutcome) {
-        if (self.open || self.cut) && outcome.status == TurnStatus::Completed {
+        let reported = matches!(outcome.status, TurnStatus::UpstreamError { .. });
+        if (self.open || self.cut) && !reported {
             outcome.status = TurnStatus::UpstreamError {
                 status: None,
                 kind: Some("api_error".into()),
@@ -206,14 +214,13 @@ mod tests {
 
     #[test]
     fn a_cut_stream_is_an_upstream_error_even_when_the_cli_calls_it_a_success() {
-        assert!(
-            matches!(
-                judged("upstream_stream_cut"),
-                TurnStatus::UpstreamError { status: None, .. }
-            ),
-            "{:?}",
-            judged("upstream_stream_cut")
-        );
+        for cut in ["upstream_stream_cut", "upstream_stream_cut_no_fallback"] {
+            assert!(
+                matches!(judged(cut), TurnStatus::UpstreamError { status: None, .. }),
+                "{cut}: {:?}",
+                judged(cut)
+            );
+        }
         for whole in ["text_partial", "thinking_partial", "tool_bash_partial"] {
             assert_eq!(judged(whole), TurnStatus::Completed, "{whole}");
         }
