@@ -5,7 +5,8 @@
 //! on the host, started ahead of time and waiting on stdin.
 //!
 //! Run: `cargo bench --bench pool` (needs the images from images/build.sh). Sizes can be set
-//! with BENCH_REQUESTS (per measured phase, default 40).
+//! with BENCH_REQUESTS (per measured phase, default 40); BENCH_PHASES picks phases
+//! (`host,reuse,fresh,follow`, default all).
 
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
@@ -438,22 +439,32 @@ fn main() {
                 .map(|n| n.get())
                 .unwrap_or(0)
         );
+        let wanted = std::env::var("BENCH_PHASES").unwrap_or_default();
+        let run = |phase: &str| wanted.is_empty() || wanted.split(',').any(|p| p == phase);
         let mut phases = Vec::new();
-        phases.extend(host_baseline(&mock, n).await);
-        phases.extend(
-            bench_policy(
-                &mock,
-                ReusePolicy::Reuse {
-                    max_uses: 1000,
-                    max_age: Duration::from_secs(3600),
-                },
-                "reuse",
-                n,
-            )
-            .await,
-        );
-        phases.extend(bench_policy(&mock, ReusePolicy::Fresh, "fresh", n).await);
-        phases.extend(bench_follow_ups(&mock, n).await);
+        if run("host") {
+            phases.extend(host_baseline(&mock, n).await);
+        }
+        if run("reuse") {
+            phases.extend(
+                bench_policy(
+                    &mock,
+                    ReusePolicy::Reuse {
+                        max_uses: 1000,
+                        max_age: Duration::from_secs(3600),
+                    },
+                    "reuse",
+                    n,
+                )
+                .await,
+            );
+        }
+        if run("fresh") {
+            phases.extend(bench_policy(&mock, ReusePolicy::Fresh, "fresh", n).await);
+        }
+        if run("follow") {
+            phases.extend(bench_follow_ups(&mock, n).await);
+        }
         println!();
         for p in &phases {
             p.print();
