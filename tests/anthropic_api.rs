@@ -358,6 +358,7 @@ async fn the_official_anthropic_sdk_works_unmodified() {
         out["bad_request"],
         json!({"status": 400, "type": "invalid_request_error"})
     );
+    assert_eq!(out["parsed"], json!({"city": "Paris"}), "messages.parse");
     let system = s
         .mock
         .message_requests()

@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use super::AnthropicError;
-use super::translate::{self, MessageBuilder, estimate_tokens, parse, stream_event};
+use super::translate::{
+    self, MessageBuilder, estimate_tokens, parse, stream_event, structured_events,
+};
 use super::wire::{CountTokensRequest, Message, MessagesRequest};
 use crate::chat::{ChatEnd, ChatItem};
 use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
@@ -74,12 +76,17 @@ impl Reply for MessageReply {
                 }
                 None => Vec::new(),
             },
-            ChatItem::End(end) => match &end.failure {
-                Some(failure) => {
+            ChatItem::End(end) => match (&end.failure, &end.structured_output) {
+                (Some(failure), _) => {
                     let error = AnthropicError::from(Failure::from_chat(failure));
                     vec![SseEvent::json(Some("error"), &error.body())]
                 }
-                None => Vec::new(),
+                // A structured answer comes whole, at the end.
+                (None, Some(object)) => structured_events(end, object, &self.id, &self.model)
+                    .iter()
+                    .map(|event| SseEvent::json(Some(event.name()), event))
+                    .collect(),
+                (None, None) => Vec::new(),
             },
         }
     }

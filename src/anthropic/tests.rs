@@ -203,6 +203,60 @@ async fn upstream_errors_map_to_their_status_before_streaming() {
 }
 
 #[tokio::test]
+async fn output_config_format_returns_the_validated_object_as_the_text() {
+    let h = harness().await;
+    for stream in [false, true] {
+        let mut body = request("[[fixture:json_schema_partial]]");
+        body["output_config"] = json!({"format": {"type": "json_schema", "schema":
+            {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}}});
+        body["stream"] = json!(stream);
+        let (status, _, text) = h.messages(body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        if stream {
+            let events = sse(&text);
+            let names: Vec<&str> = events
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| *n != "ping")
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    "message_start",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "message_delta",
+                    "message_stop"
+                ]
+            );
+            let delta = events
+                .iter()
+                .find(|(n, _)| n == "content_block_delta")
+                .unwrap();
+            assert_eq!(delta.1["delta"]["text"], r#"{"answer":42}"#);
+        } else {
+            let m: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                m["content"],
+                json!([{"type": "text", "text": r#"{"answer":42}"#}])
+            );
+            assert_eq!(m["stop_reason"], "end_turn");
+        }
+    }
+    let cli = h
+        .fake
+        .execs()
+        .into_iter()
+        .rev()
+        .find(|c| c.iter().any(|a| a == "--json-schema"))
+        .expect("--json-schema at launch");
+    let schema = &cli[cli.iter().position(|a| a == "--json-schema").unwrap() + 1];
+    assert!(schema.contains("\"answer\""));
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_cut_upstream_stream_is_an_error_never_a_normal_end() {
     // Recorded: the CLI closes the cut message itself and calls the turn a success.
     let h = harness().await;

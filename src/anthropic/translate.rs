@@ -47,6 +47,20 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
     if request.max_tokens == 0 {
         return Err(AnthropicError::invalid("max_tokens: must be at least 1"));
     }
+    if request.container.as_ref().is_some_and(|c| !c.is_null()) {
+        return Err(AnthropicError::invalid(
+            "container: code-execution containers are not available through ccpool",
+        ));
+    }
+    if request
+        .mcp_servers
+        .as_ref()
+        .is_some_and(|m| m.as_array().is_none_or(|m| !m.is_empty()))
+    {
+        return Err(AnthropicError::invalid(
+            "mcp_servers: the MCP connector is not available through ccpool",
+        ));
+    }
     if request.model.trim().is_empty() {
         return Err(AnthropicError::invalid("model: must not be empty"));
     }
@@ -63,15 +77,18 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
         .and_then(|t| t.get("type"))
         .and_then(Value::as_str)
         .is_some_and(|t| t != "disabled");
+    let output_config = request.output_config.unwrap_or_default();
+    let json_schema = output_schema(output_config.format, request.output_format)?;
+    let structured = json_schema.is_some();
     let profile = LaunchProfile {
         // The model goes into the profile where the request flow picks a worker (`chat`).
         model: None,
         system_prompt: system_prompt(request.system.as_ref())?,
         builtin_tools: false,
-        json_schema: None,
+        json_schema,
         max_output_tokens: (request.max_tokens != CLI_DEFAULT_MAX_TOKENS)
             .then_some(request.max_tokens),
-        effort: None,
+        effort: effort(output_config.effort)?,
     };
     Ok(ChatRequest {
         owner: context.owner.clone(),
@@ -83,8 +100,52 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
         },
         stop_sequences,
         include_thinking,
-        structured: false,
+        structured,
     })
+}
+
+/// The JSON schema of `output_config.format` (or the beta's `output_format`), for the CLI's
+/// `--json-schema`: the answer is then the validated object, as text.
+fn output_schema(
+    format: Option<Value>,
+    beta: Option<Value>,
+) -> Result<Option<String>, AnthropicError> {
+    let (field, format) = match (
+        format.filter(|f| !f.is_null()),
+        beta.filter(|f| !f.is_null()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(AnthropicError::invalid(
+                "output_format: give either output_config.format or output_format, not both",
+            ));
+        }
+        (Some(format), None) => ("output_config.format", format),
+        (None, Some(format)) => ("output_format", format),
+        (None, None) => return Ok(None),
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => match format.get("schema") {
+            Some(schema) if schema.is_object() => Ok(Some(schema.to_string())),
+            _ => Err(AnthropicError::invalid(format!(
+                "{field}.schema: a JSON schema object is required"
+            ))),
+        },
+        other => Err(AnthropicError::invalid(format!(
+            "{field}.type: only \"json_schema\" is supported, got {}",
+            other.map_or("nothing".to_string(), |t| format!("\"{t}\""))
+        ))),
+    }
+}
+
+/// `output_config.effort` as the CLI's effort level (the same names).
+fn effort(effort: Option<String>) -> Result<Option<String>, AnthropicError> {
+    match effort.as_deref() {
+        None => Ok(None),
+        Some("low" | "medium" | "high" | "xhigh" | "max") => Ok(effort),
+        Some(other) => Err(AnthropicError::invalid(format!(
+            "output_config.effort: expected low, medium, high, xhigh or max, got \"{other}\""
+        ))),
+    }
 }
 
 /// The system prompt: a string, or text blocks joined by blank lines.
@@ -337,6 +398,39 @@ fn delta(delta: &BlockDelta) -> Option<Delta> {
     })
 }
 
+/// The events of a structured answer, which arrives whole at the end: one message holding
+/// one text block, the validated object as JSON text.
+pub fn structured_events(end: &ChatEnd, object: &str, id: &str, model: &str) -> Vec<StreamEvent> {
+    [
+        TurnEvent::MessageStart {
+            id: id.to_string(),
+            model: model.to_string(),
+            usage: Usage {
+                output_tokens: 0,
+                ..end.usage
+            },
+        },
+        TurnEvent::BlockStart {
+            index: 0,
+            block: BlockKind::Text,
+        },
+        TurnEvent::BlockDelta {
+            index: 0,
+            delta: BlockDelta::Text(object.to_string()),
+        },
+        TurnEvent::BlockStop { index: 0 },
+        TurnEvent::MessageDelta {
+            stop_reason: end.stop_reason.clone(),
+            stop_sequence: None,
+            usage: end.usage,
+        },
+        TurnEvent::MessageStop,
+    ]
+    .iter()
+    .filter_map(|event| stream_event(event, id, model))
+    .collect()
+}
+
 /// The streaming event for one chat event; `id` and `model` are what the client sees.
 pub fn stream_event(event: &TurnEvent, id: &str, model: &str) -> Option<StreamEvent> {
     Some(match event {
@@ -422,7 +516,12 @@ impl MessageBuilder {
             kind: "message",
             role: "assistant",
             model: model.to_string(),
-            content: self.blocks.into_iter().flatten().collect(),
+            content: match &end.structured_output {
+                Some(object) => vec![ResponseBlock::Text {
+                    text: object.clone(),
+                }],
+                None => self.blocks.into_iter().flatten().collect(),
+            },
             stop_reason: end.stop_reason.as_ref().map(|r| r.as_str().to_string()),
             stop_sequence: end.stop_sequence.clone(),
             usage: usage(&end.usage),
@@ -521,6 +620,62 @@ mod tests {
         assert_eq!(chat.profile, LaunchProfile::default());
         assert!(!chat.include_thinking);
         assert!(chat.turn.history.is_empty());
+    }
+
+    #[test]
+    fn output_formats_become_json_schemas_and_effort_a_launch_flag() {
+        let base = || json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let mut body = base();
+        body["output_config"] =
+            json!({"format": {"type": "json_schema", "schema": schema}, "effort": "max"});
+        let chat = request(body).unwrap();
+        assert!(chat.structured);
+        let got: Value =
+            serde_json::from_str(chat.profile.json_schema.as_deref().unwrap()).unwrap();
+        assert_eq!(got, schema);
+        assert_eq!(chat.profile.effort.as_deref(), Some("max"));
+        // The structured-outputs beta's form.
+        let mut body = base();
+        body["output_format"] = json!({"type": "json_schema", "schema": schema});
+        assert!(request(body).unwrap().structured);
+        let mut body = base();
+        body["output_config"] = json!({"format": null});
+        assert!(!request(body).unwrap().structured);
+
+        let mut both = base();
+        both["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+        both["output_format"] = json!({"type": "json_schema", "schema": schema});
+        check_invalid(both, "output_format");
+        let mut body = base();
+        body["output_config"] = json!({"format": {"type": "xml"}});
+        check_invalid(body, "output_config.format.type");
+        let mut body = base();
+        body["output_format"] = json!({"type": "json_schema"});
+        check_invalid(body, "output_format.schema");
+        let mut body = base();
+        body["output_config"] = json!({"effort": "extreme"});
+        check_invalid(body, "output_config.effort");
+        // Refused by name: what the CLI cannot provide.
+        let mut body = base();
+        body["container"] = json!("container_1");
+        check_invalid(body, "container");
+        let mut body = base();
+        body["mcp_servers"] = json!([{"type": "url", "url": "https://x", "name": "x"}]);
+        check_invalid(body, "mcp_servers");
+        // Accepted without effect.
+        let mut body = base();
+        for (k, v) in [
+            ("service_tier", json!("auto")),
+            ("inference_geo", json!("us")),
+            ("speed", json!("fast")),
+            ("cache_control", json!({"type": "ephemeral"})),
+            ("context_management", json!({"edits": []})),
+            ("mcp_servers", json!([])),
+        ] {
+            body[k] = v;
+        }
+        assert!(request(body).is_ok());
     }
 
     #[test]

@@ -32,6 +32,28 @@ pub struct MessagesRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// `format` (structured output) and `effort`.
+    #[serde(default)]
+    pub output_config: Option<OutputConfig>,
+    /// The `structured-outputs` beta's form of `output_config.format`.
+    #[serde(default)]
+    pub output_format: Option<Value>,
+    /// Refused: a code-execution container and MCP servers are not available through ccpool.
+    #[serde(default)]
+    pub container: Option<Value>,
+    #[serde(default)]
+    pub mcp_servers: Option<Value>,
+}
+
+/// `output_config`: how the model's output is shaped.
+#[derive(Debug, Default, Deserialize)]
+pub struct OutputConfig {
+    /// `{"type": "json_schema", "schema": {…}}`; checked by the translation.
+    #[serde(default)]
+    pub format: Option<Value>,
+    /// `low`, `medium`, `high`, `xhigh` or `max`.
+    #[serde(default)]
+    pub effort: Option<String>,
 }
 
 /// `POST /v1/messages/count_tokens`.

@@ -133,6 +133,45 @@ fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), OpenAiError
             ));
         }
     }
+    let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+    let refused = [
+        (
+            given(&request.audio),
+            "audio",
+            "audio output is not available through ccpool",
+        ),
+        (
+            request
+                .modalities
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m != "text")),
+            "modalities",
+            "only the \"text\" modality is available through ccpool",
+        ),
+        (
+            given(&request.prediction),
+            "prediction",
+            "predicted outputs are not available through ccpool",
+        ),
+        (
+            given(&request.web_search_options),
+            "web_search_options",
+            "web search is not available through ccpool",
+        ),
+        (
+            request
+                .logit_bias
+                .as_ref()
+                .is_some_and(|b| b.as_object().is_some_and(|b| !b.is_empty())),
+            "logit_bias",
+            "token biases are not available through ccpool",
+        ),
+    ];
+    for (asked, param, why) in refused {
+        if asked {
+            return Err(OpenAiError::unsupported(param, format!("{param}: {why}")));
+        }
+    }
     Ok(())
 }
 
@@ -788,9 +827,26 @@ mod unit {
             with(json!({"reasoning_effort": "extreme"})),
             "reasoning_effort",
         );
+        refused(
+            with(json!({"audio": {"voice": "alloy", "format": "mp3"}})),
+            "audio",
+        );
+        refused(with(json!({"modalities": ["text", "audio"]})), "modalities");
+        refused(
+            with(json!({"prediction": {"type": "content", "content": "x"}})),
+            "prediction",
+        );
+        refused(
+            with(json!({"web_search_options": {}})),
+            "web_search_options",
+        );
+        refused(with(json!({"logit_bias": {"50256": -100}})), "logit_bias");
         assert!(
             translate(with(
-                json!({"n": 1, "tools": [], "tool_choice": "none", "logprobs": false})
+                json!({"n": 1, "tools": [], "tool_choice": "none", "logprobs": false,
+                    "modalities": ["text"], "logit_bias": {}, "store": true, "verbosity": "low",
+                    "service_tier": "auto", "prompt_cache_key": "k", "safety_identifier": "s",
+                    "metadata": {"a": "b"}, "parallel_tool_calls": true})
             ))
             .is_ok()
         );

@@ -38,6 +38,18 @@ pub struct ChatCompletionRequest {
     pub functions: Option<Vec<Value>>,
     #[serde(default)]
     pub function_call: Option<Value>,
+    /// Refused when they ask for what the CLI cannot do (audio, predicted output, web search,
+    /// token biases); see README.
+    #[serde(default)]
+    pub audio: Option<Value>,
+    #[serde(default)]
+    pub modalities: Option<Vec<String>>,
+    #[serde(default)]
+    pub prediction: Option<Value>,
+    #[serde(default)]
+    pub web_search_options: Option<Value>,
+    #[serde(default)]
+    pub logit_bias: Option<Value>,
     /// Accepted without effect: the CLI chooses its own sampling.
     #[serde(default)]
     pub temperature: Option<f64>,

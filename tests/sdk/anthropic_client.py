@@ -5,6 +5,7 @@ import json
 import sys
 
 import anthropic
+import pydantic
 
 client = anthropic.Anthropic(base_url=sys.argv[1], api_key="sk-sdk-test", max_retries=0)
 out = {}
@@ -49,5 +50,18 @@ try:
     out["bad_request"] = None
 except anthropic.BadRequestError as e:
     out["bad_request"] = {"status": e.status_code, "type": e.body["error"]["type"]}
+
+class Place(pydantic.BaseModel):
+    city: str
+
+
+# Structured output: the SDK sends output_config.format and parses the text as the model.
+parsed = client.messages.parse(
+    model="claude-sonnet-4-5",
+    max_tokens=256,
+    messages=[{"role": "user", "content": '[[json:{"city":"Paris"}]] where is it?'}],
+    output_format=Place,
+)
+out["parsed"] = {"city": parsed.parsed_output.city if parsed.parsed_output else None}
 
 print(json.dumps(out))
