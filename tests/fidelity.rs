@@ -252,6 +252,30 @@ async fn the_upstream_sees_the_clients_request_and_only_the_documented_additions
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(tools, ["StructuredOutput"]);
+
+    // The same through the Anthropic API's output_config.format: the object is the text.
+    let mut body = anthropic(
+        "claude-sonnet-4-5",
+        None,
+        json!([{"role": "user", "content": "[[json:{\"city\":\"Oslo\"}]] where?"}]),
+    );
+    body["output_config"] = json!({"format": {"type": "json_schema", "schema":
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}});
+    let before = s.mock.message_request_count();
+    let (status, text) = s.post("/v1/messages", &body).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["content"],
+        json!([{"type": "text", "text": "{\"city\":\"Oslo\"}"}])
+    );
+    let sent = s.mock.message_requests()[before..].to_vec();
+    assert_eq!(sent.len(), 1);
+    assert_faithful(
+        &sent[0],
+        &[json!({"role": "user", "content": "[[json:{\"city\":\"Oslo\"}]] where?"})],
+        &[],
+    );
     s.stop().await;
 }
 
