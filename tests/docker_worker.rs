@@ -1,5 +1,5 @@
 //! The worker runtime against the real Docker engine, the real CLI in real containers, and
-//! the mock upstream: streaming, reuse with /clear, interrupt, a killed container,
+//! the mock upstream: streaming, reuse (the reset leaves no trace), interrupt, a killed container,
 //! credentials, the sandbox, and clean-up.
 
 mod support;
@@ -99,7 +99,7 @@ async fn two_requests_on_one_warm_worker_leave_no_trace_of_each_other() {
         .await;
     assert!(first.is_success(), "{first:?}");
 
-    // The release (reset with /clear) runs after the turn; wait for the worker to come back.
+    // The release (the reset) runs after the turn; wait for the worker to come back.
     assert!(pool.wait_releases(1, Duration::from_secs(30)).await);
     let lease = pool
         .checkout(&LaunchProfile::default(), &owner)
