@@ -28,7 +28,7 @@ bash images/build.sh
 step "official SDKs for the end-to-end tests"
 venv=${CCPOOL_BUILD_CACHE:-$HOME/.cache/ccpool-build}/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check anthropic==2.12.0 openai==3.54.0
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check anthropic==2.12.0 openai==3.54.0 openai-agents==0.24.0
 export CCPOOL_TEST_PYTHON=$venv/bin/python
 
 step "compose file"

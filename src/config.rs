@@ -286,6 +286,15 @@ pub struct ServeArgs {
     /// Expose the model's thinking as `reasoning_content` in OpenAI answers (never in `content`).
     #[arg(long, env = "CCPOOL_OPENAI_REASONING_CONTENT")]
     pub openai_reasoning_content: bool,
+    /// Responses API: how many stored responses are kept at most (the oldest go first).
+    #[arg(long, env = "CCPOOL_RESPONSES_MAX", default_value_t = 10_000)]
+    pub responses_max: usize,
+    /// Responses API: the stored responses' total size at most, in MiB.
+    #[arg(long, env = "CCPOOL_RESPONSES_MAX_MIB", default_value_t = 256)]
+    pub responses_max_mib: usize,
+    /// Responses API: seconds a stored response is kept.
+    #[arg(long, env = "CCPOOL_RESPONSES_TTL_SECS", default_value_t = 21600)]
+    pub responses_ttl_secs: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -360,6 +369,11 @@ impl ServeArgs {
             .then(|| crate::images::ImageFetcher::new(5 * 1024 * 1024, Duration::from_secs(10)));
         api.cors_origins = self.cors_origins.clone();
         api.openai.reasoning_content = self.openai_reasoning_content;
+        api.responses_store = crate::responses::StoreLimits {
+            max_responses: self.responses_max,
+            max_bytes: self.responses_max_mib * 1024 * 1024,
+            ttl: Duration::from_secs(self.responses_ttl_secs),
+        };
         api
     }
 }

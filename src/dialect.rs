@@ -70,6 +70,8 @@ pub struct Context<'a> {
     pub options: &'a OpenAiOptions,
     /// Remote image URLs are fetched (`--fetch-remote-images`); else they are refused.
     pub fetch_remote_images: bool,
+    /// The Responses API's stored responses (`previous_response_id`).
+    pub responses: &'a crate::responses::ResponseStore,
 }
 
 /// A translated request.

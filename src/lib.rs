@@ -1,4 +1,4 @@
-//! ccpool serves the Anthropic Messages and OpenAI Chat Completions APIs with Claude Code CLI
+//! ccpool serves the Anthropic Messages, OpenAI Chat Completions and OpenAI Responses APIs with Claude Code CLI
 //! processes running in sandboxed, pooled, pre-warmed Docker containers.
 //!
 //! Layout (see ARCHITECTURE.md for the code map and invariants):
@@ -8,6 +8,7 @@
 //! - `chat`: the dialect-independent business function: session or pool, and the stream stage.
 //! - `failure`: the status and kind of every failure, decided once for both dialects.
 //! - `openai`: the Chat Completions dialect.
+//! - `responses`: the Responses API dialect and its store of responses.
 //! - `cli`: the CLI's argv, stdin lines and stream-json output (the only module that knows them).
 //! - `runtime`: the container-engine seam; `docker` implements it with bollard.
 //! - `sandbox`: hardening settings turned into container specs.
@@ -36,6 +37,7 @@ pub mod images;
 pub mod metrics;
 pub mod openai;
 pub mod pool;
+pub mod responses;
 pub mod runtime;
 pub mod sandbox;
 pub mod sessions;

@@ -549,6 +549,7 @@ mod tests {
             owner: OwnerKey::anonymous(),
             options: &options,
             fetch_remote_images: false,
+            responses: &Default::default(),
         };
         to_chat(parsed, &context)
     }

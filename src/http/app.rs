@@ -8,6 +8,7 @@ use super::middleware::{authenticate, cors_layer, not_found, request_context};
 use super::state::AppState;
 use crate::anthropic::Anthropic;
 use crate::openai::ChatCompletions;
+use crate::responses::Responses;
 
 /// The service: the dialects (also nested under `/sessions/{session}`), the session API, the
 /// models, health, status and metrics, behind the request context, authentication and CORS.
@@ -18,12 +19,15 @@ pub fn app(state: AppState) -> Router {
             .route("/v1/messages/count_tokens", post(count_tokens))
             .route("/v1/chat/completions", post(chat::<ChatCompletions>))
             .route("/openai/v1/chat/completions", post(chat::<ChatCompletions>))
+            .route("/v1/responses", post(chat::<Responses>))
+            .route("/openai/v1/responses", post(chat::<Responses>))
     };
     let cors = cors_layer(&state.api.cors_origins);
     Router::new()
         .merge(chat_routes())
         .nest("/sessions/{session}", chat_routes())
         .merge(super::sessions::routes())
+        .merge(super::responses::routes())
         .merge(super::models::routes())
         .merge(super::health::routes())
         .fallback(not_found)

@@ -32,6 +32,7 @@ pub async fn chat<D: Dialect>(
         owner,
         options: &state.api.openai,
         fetch_remote_images: state.api.image_fetcher.is_some(),
+        responses: &state.responses,
     };
     let Translated {
         mut chat,

@@ -2,7 +2,7 @@
 //! request flow, generic over the `Dialect`; `extract` holds the extractors every route shares
 //! (session target, owner, request id, limited body, the caller's dialect); `middleware` the
 //! layers (request context, client authentication, CORS); `state` what handlers share. The
-//! route modules (`health`, `models`, `sessions`) and the dialects never import `app`.
+//! route modules (`health`, `models`, `sessions`, `responses`) and the dialects never import `app`.
 
 mod app;
 mod endpoint;
@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod middleware;
 mod models;
+mod responses;
 mod sessions;
 mod state;
 

@@ -11,16 +11,20 @@ pub struct AppState {
     pub sessions: crate::sessions::Sessions,
     pub metrics: crate::metrics::Metrics,
     pub api: ApiSettings,
+    /// The Responses API's stored responses.
+    pub responses: crate::responses::ResponseStore,
 }
 
 impl AppState {
     pub fn new(pool: WarmPool, sessions: crate::sessions::Sessions, api: ApiSettings) -> Self {
         let metrics = crate::metrics::Metrics::new(pool.clone(), sessions.clone());
+        let responses = crate::responses::ResponseStore::new(api.responses_store);
         AppState {
             pool,
             sessions,
             metrics,
             api,
+            responses,
         }
     }
 }
@@ -42,6 +46,8 @@ pub struct ApiSettings {
     pub image_fetcher: Option<crate::images::ImageFetcher>,
     /// The Docker endpoint in use, for `/status`.
     pub docker_endpoint: Option<String>,
+    /// How many Responses API responses are kept, and for how long.
+    pub responses_store: crate::responses::StoreLimits,
 }
 
 impl Default for ApiSettings {
@@ -54,6 +60,7 @@ impl Default for ApiSettings {
             cors_origins: Vec::new(),
             image_fetcher: None,
             docker_endpoint: None,
+            responses_store: Default::default(),
         }
     }
 }

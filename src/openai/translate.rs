@@ -654,6 +654,7 @@ mod unit {
             owner: OwnerKey::anonymous(),
             options: &options,
             fetch_remote_images: false,
+            responses: &Default::default(),
         };
         to_chat(parse(body.to_string().as_bytes())?, &context)
     }
