@@ -65,7 +65,7 @@ pub struct Echo {
 }
 
 /// A JSON value as `T`; an error names the path under `at` (a missing field included).
-fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, OpenAiError> {
+pub fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, OpenAiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let message = e.into_inner().to_string();
@@ -1209,6 +1209,11 @@ mod unit {
             with(json!({"text": {"format": {"type": "xml"}}})),
             "text.format.type",
             "xml",
+        );
+        refused(
+            with(json!({"text": {"format": {"type": "json_schema", "name": "x"}}})),
+            "text.format.schema",
+            "schema",
         );
         refused(
             with(json!({"text": {"format": {"type": "json_schema", "name": "x", "schema": true}}})),
