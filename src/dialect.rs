@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
-use crate::domain::OwnerKey;
+use crate::domain::{ContentBlock, IMAGE_MEDIA_TYPES, OwnerKey};
 use crate::failure::Failure;
 
 /// An API dialect, mounted with one line in `http::app`.
@@ -60,6 +60,34 @@ pub fn parse_json<T: DeserializeOwned, E>(
             invalid(&path, format!("{path}: {message}"))
         }
     })
+}
+
+/// An image the client gives by URL, as the OpenAI dialects take it: a `data:` URL is an
+/// image block; an `http(s)` URL is a `RemoteImage` to fetch when `fetch_remote` is set, and
+/// refused otherwise. The error is the message for the request field `field`.
+pub fn image_url(url: &str, field: &str, fetch_remote: bool) -> Result<ContentBlock, String> {
+    if fetch_remote && (url.starts_with("http://") || url.starts_with("https://")) {
+        return Ok(ContentBlock::RemoteImage {
+            url: url.to_string(),
+            field: field.to_string(),
+        });
+    }
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err(format!(
+            "{field}: ccpool fetches remote images only with --fetch-remote-images; send the image inline as a data: URL (data:image/png;base64,…)"
+        ));
+    };
+    match rest.split_once(";base64,") {
+        Some((media_type, data)) if IMAGE_MEDIA_TYPES.contains(&media_type) && !data.is_empty() => {
+            Ok(ContentBlock::Image {
+                media_type: media_type.to_string(),
+                data: data.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "{field}: expected data:image/(jpeg|png|gif|webp);base64,…"
+        )),
+    }
 }
 
 /// What a translation may need besides the request.

@@ -6,8 +6,8 @@ use serde_json::Value;
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role, StopReason,
-    TurnEvent, TurnRequest, Usage,
+    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnEvent,
+    TurnRequest, Usage,
 };
 
 use super::OpenAiError;
@@ -348,38 +348,13 @@ fn user_content(
     }
 }
 
-/// A `data:` URL as an image block; an `http(s)` URL is fetched only with
-/// `--fetch-remote-images`, and refused otherwise.
+/// An `image_url` part as an image block (see `dialect::image_url`).
 fn image(url: Option<&str>, at: &str, remote_images: bool) -> Result<ContentBlock, OpenAiError> {
     let param = format!("{at}.image_url.url");
     let url =
         url.ok_or_else(|| OpenAiError::invalid(param.clone(), format!("{param}: required")))?;
-    if remote_images && (url.starts_with("http://") || url.starts_with("https://")) {
-        return Ok(ContentBlock::RemoteImage {
-            url: url.to_string(),
-            field: param,
-        });
-    }
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Err(OpenAiError::invalid(
-            param.clone(),
-            format!(
-                "{param}: ccpool fetches remote images only with --fetch-remote-images; send the image inline as a data: URL (data:image/png;base64,…)"
-            ),
-        ));
-    };
-    match rest.split_once(";base64,") {
-        Some((media_type, data)) if IMAGE_MEDIA_TYPES.contains(&media_type) && !data.is_empty() => {
-            Ok(ContentBlock::Image {
-                media_type: media_type.to_string(),
-                data: data.to_string(),
-            })
-        }
-        _ => Err(OpenAiError::invalid(
-            param.clone(),
-            format!("{param}: expected data:image/(jpeg|png|gif|webp);base64,…"),
-        )),
-    }
+    crate::dialect::image_url(url, &param, remote_images)
+        .map_err(|message| OpenAiError::invalid(param, message))
 }
 
 fn stop_sequences(stop: Option<&Value>) -> Result<Vec<String>, OpenAiError> {

@@ -10,8 +10,7 @@ use serde_json::{Map, Value};
 use crate::chat::ChatRequest;
 use crate::dialect::Context;
 use crate::domain::{
-    ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role, ToolChoice, ToolSpec,
-    TurnRequest,
+    ContentBlock, HistoryMessage, LaunchProfile, Role, ToolChoice, ToolSpec, TurnRequest,
 };
 use crate::openai::OpenAiError;
 
@@ -545,35 +544,10 @@ fn user_blocks(
         .collect()
 }
 
-/// A `data:` URL as an image block; an `http(s)` URL is fetched only with
-/// `--fetch-remote-images`, and refused otherwise.
+/// An `input_image` URL as an image block (see `dialect::image_url`).
 fn image(url: &str, param: &str, remote_images: bool) -> Result<ContentBlock, OpenAiError> {
-    if remote_images && (url.starts_with("http://") || url.starts_with("https://")) {
-        return Ok(ContentBlock::RemoteImage {
-            url: url.to_string(),
-            field: param.to_string(),
-        });
-    }
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Err(OpenAiError::invalid(
-            param,
-            format!(
-                "{param}: ccpool fetches remote images only with --fetch-remote-images; send the image inline as a data: URL (data:image/png;base64,…)"
-            ),
-        ));
-    };
-    match rest.split_once(";base64,") {
-        Some((media_type, data)) if IMAGE_MEDIA_TYPES.contains(&media_type) && !data.is_empty() => {
-            Ok(ContentBlock::Image {
-                media_type: media_type.to_string(),
-                data: data.to_string(),
-            })
-        }
-        _ => Err(OpenAiError::invalid(
-            param,
-            format!("{param}: expected data:image/(jpeg|png|gif|webp);base64,…"),
-        )),
-    }
+    crate::dialect::image_url(url, param, remote_images)
+        .map_err(|message| OpenAiError::invalid(param, message))
 }
 
 /// The client's function tools, as domain tools and as the response echoes them. Any other
