@@ -162,6 +162,8 @@ pub fn to_chat(request: CreateResponse, context: &Context) -> Result<Translated,
         .collect::<Vec<_>>();
     let structured = json_schema.is_some();
     let profile = LaunchProfile {
+        // The model goes into the profile where the request flow picks a worker (`chat`).
+        model: None,
         system_prompt: (!system.is_empty()).then(|| system.join("\n\n")),
         builtin_tools: false,
         json_schema,
