@@ -126,8 +126,9 @@ pub enum StartError {
     Session(SessionError),
 }
 
-/// Starts a chat request on its target: checks out a pooled worker, or hands the request to
-/// its session.
+/// Starts a chat request on its target: a pooled worker (the one holding its conversation
+/// when it continues one, else a checked-out worker that replays the history), or the
+/// request's session.
 pub async fn start(
     pool: &WarmPool,
     sessions: &Sessions,
@@ -144,11 +145,11 @@ pub async fn start(
     let profile = request.launch_profile(pool.settings().cli.model.as_deref());
     match target {
         Target::Pool => {
-            let lease = pool
-                .checkout(&profile, &request.owner)
+            // The worker holding this conversation, when the request continues one.
+            let turn = pool
+                .run_conversation(&profile, &request.owner, request.turn)
                 .await
                 .map_err(StartError::Pool)?;
-            let turn = lease.start_turn(request.turn);
             let stream = ChatStream::new(
                 turn,
                 request.stop_sequences,

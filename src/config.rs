@@ -124,6 +124,13 @@ pub struct RuntimeArgs {
     /// Seconds a used worker may stay idle before it is retired.
     #[arg(long, env = "CCPOOL_IDLE_TIMEOUT_SECS", default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// Seconds a worker keeps a stateless conversation for its next turn (affinity; 0 turns
+    /// it off: every follow-up replays its history on a reset worker).
+    #[arg(long, env = "CCPOOL_HOLD_IDLE_SECS", default_value_t = 300)]
+    pub hold_idle_secs: u64,
+    /// Seconds a worker parked on client tool calls waits for their results.
+    #[arg(long, env = "CCPOOL_PARKED_IDLE_SECS", default_value_t = 900)]
+    pub parked_idle_secs: u64,
 }
 
 /// A setting is out of range.
@@ -223,6 +230,8 @@ impl RuntimeArgs {
             warm_default: self.warm,
             checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            hold_idle: Duration::from_secs(self.hold_idle_secs),
+            parked_idle: Duration::from_secs(self.parked_idle_secs),
             ..PoolConfig::default()
         }
     }

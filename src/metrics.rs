@@ -246,6 +246,18 @@ impl Collector for PoolCollector {
         )?;
         gauge(
             &mut encoder,
+            "pool_held",
+            "Used workers holding a conversation for its next turn (parked ones included)",
+            sum(|p| p.held),
+        )?;
+        gauge(
+            &mut encoder,
+            "pool_parked",
+            "Held workers waiting on client tool results",
+            sum(|p| p.parked),
+        )?;
+        gauge(
+            &mut encoder,
             "pool_waiting",
             "Requests waiting for a worker",
             sum(|p| p.waiting),
@@ -279,6 +291,18 @@ impl Collector for PoolCollector {
             "worker_reuses",
             "Requests served by a reused worker",
             status.reused,
+        )?;
+        counter(
+            &mut encoder,
+            "conversation_continuations",
+            "Conversation turns served by the worker holding the conversation (no replay)",
+            status.continued,
+        )?;
+        counter(
+            &mut encoder,
+            "conversation_replays",
+            "Conversation turns whose history was replayed on another worker",
+            status.replayed,
         )?;
         gauge(
             &mut encoder,

@@ -23,8 +23,8 @@ use crate::cli::{
 };
 use crate::credentials::Credentials;
 use crate::domain::{
-    BlockDelta, HistoryMessage, LaunchProfile, ModelInfo, TurnEvent, TurnItem, TurnOutcome,
-    TurnRequest, TurnStatus,
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, ModelInfo, TurnEvent,
+    TurnItem, TurnOutcome, TurnRequest, TurnStatus,
 };
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
@@ -486,6 +486,7 @@ impl Worker {
         let mut stopping: Option<(tokio::time::Instant, Option<String>)> = None;
         let mut streamed_text = String::new();
         let mut check = StreamCheck::default();
+        let mut answer = RelayedText::default();
         loop {
             let wait = match stopping {
                 Some((deadline, _)) => {
@@ -539,6 +540,7 @@ impl Worker {
                             {
                                 streamed_text.push_str(text);
                             }
+                            answer.record(&event);
                             if out.send(TurnItem::Event(event)).await.is_err() {
                                 stopping = Some(self.interrupt(None).await);
                             }
@@ -550,6 +552,9 @@ impl Worker {
                             check.judge(&mut outcome);
                         }
                         outcome.streamed_text = std::mem::take(&mut streamed_text);
+                        if outcome.answer.is_empty() {
+                            outcome.answer = std::mem::take(&mut answer).blocks;
+                        }
                         if let Some((_, Some(failure))) = stopping {
                             // The watchdog fired: the turn failed even if the CLI ended it.
                             self.mark_broken(failure.clone());
@@ -627,6 +632,41 @@ impl Drop for Worker {
                     });
                 }
             }
+        }
+    }
+}
+
+/// The text blocks of the answer a turn relayed, in order: what the client will resend as
+/// the assistant message (the pool's affinity compares them). Thinking is left out.
+#[derive(Default)]
+struct RelayedText {
+    blocks: Vec<ContentBlock>,
+    /// Upstream block index → position in `blocks`, for the current upstream message.
+    open: std::collections::HashMap<u32, usize>,
+}
+
+impl RelayedText {
+    fn record(&mut self, event: &TurnEvent) {
+        match event {
+            TurnEvent::MessageStart { .. } => self.open.clear(),
+            TurnEvent::BlockStart {
+                index,
+                block: BlockKind::Text,
+            } => {
+                self.open.insert(*index, self.blocks.len());
+                self.blocks.push(ContentBlock::Text(String::new()));
+            }
+            TurnEvent::BlockDelta {
+                index,
+                delta: BlockDelta::Text(text),
+            } => {
+                if let Some(ContentBlock::Text(t)) =
+                    self.open.get(index).and_then(|&i| self.blocks.get_mut(i))
+                {
+                    t.push_str(text);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -47,6 +47,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
             json!({
                 "profile": p.fingerprint, "default": p.is_default, "warm": p.warm,
                 "starting": p.starting, "waiting": p.waiting, "idle": p.idle, "busy": p.busy,
+                "held": p.held, "parked": p.parked,
             })
         })
         .collect();
@@ -58,6 +59,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "start_failures": s.start_failures,
         "retired": s.retired,
         "reused": s.reused,
+        "conversations": {"continued": s.continued, "replayed": s.replayed},
         "profiles": profiles,
         "sessions": state.sessions.list().len(),
         "credentials": state.pool.settings().credentials.kind(),

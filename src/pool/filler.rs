@@ -36,11 +36,13 @@ impl PoolInner {
     }
 
     /// Retires idle workers past the idle timeout or the reuse policy, forgets empty owner
-    /// pools, and drops dead reservoir workers and those of profiles no longer kept warm.
-    fn reap(&self) {
+    /// pools, drops dead reservoir workers and those of profiles no longer kept warm, and ends
+    /// expired holdings.
+    fn reap(self: &Arc<Self>) {
         let idle_timeout = self.config.idle_timeout;
         let policy = self.config.policy;
         for (profile, target) in self.targets() {
+            self.reap_held(&profile);
             let mut owners = lock(&profile.owners);
             for entry in owners.values() {
                 let removed = entry.pool.retain(|worker, metrics| {

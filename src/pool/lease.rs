@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::PoolInner;
+use super::hold::HoldPlan;
 use super::owner::{OwnerManager, OwnerState};
 use crate::domain::{TurnEvent, TurnItem, TurnOutcome, TurnRequest};
 use crate::worker::Worker;
@@ -21,6 +22,8 @@ pub struct Lease {
     worker: Option<Object<OwnerManager>>,
     owner: Arc<OwnerState>,
     pool: Arc<PoolInner>,
+    /// Set for a conversation turn: the worker may hold the conversation afterwards.
+    hold: Option<HoldPlan>,
 }
 
 impl Lease {
@@ -33,7 +36,14 @@ impl Lease {
             worker: Some(worker),
             owner,
             pool,
+            hold: None,
         }
+    }
+
+    /// After its turn, the worker holds the conversation if the client saw it whole.
+    pub(super) fn holding(mut self, plan: HoldPlan) -> Self {
+        self.hold = Some(plan);
+        self
     }
 
     pub fn worker(&self) -> &Worker {
@@ -48,22 +58,30 @@ impl Lease {
         let worker = self.worker.take().expect("a lease is consumed once");
         let owner = self.owner.clone();
         let pool = self.pool.clone();
+        let hold = self.hold.take();
         spawn_turn(
             &self.pool,
             worker,
             request,
-            move |worker, outcome, reply| async move {
+            move |worker, outcome, cut, reply| async move {
                 // The client has its answer first; the reset happens after.
                 reply.await;
-                pool.release(worker, &owner, &outcome).await;
+                match hold {
+                    Some(plan) => {
+                        pool.hold_or_release(worker, owner, &outcome, cut, plan)
+                            .await
+                    }
+                    None => pool.release(worker, &owner, &outcome).await,
+                }
             },
         )
     }
 }
 
 /// Runs one turn in a task the pool owns and returns its events. `finish` gets the worker,
-/// the outcome, and the future that sends the final `Finished` item; it decides whether that
-/// is sent before or after it puts the worker away.
+/// the outcome, the turn's token (cancelled if the turn was interrupted or cut, even later),
+/// and the future that sends the final `Finished` item; it decides whether that is sent
+/// before or after it puts the worker away.
 pub(super) fn spawn_turn<W, F, Fut>(
     pool: &Arc<PoolInner>,
     mut worker: W,
@@ -72,7 +90,9 @@ pub(super) fn spawn_turn<W, F, Fut>(
 ) -> TurnStream
 where
     W: std::ops::DerefMut<Target = Worker> + Send + 'static,
-    F: FnOnce(W, TurnOutcome, futures::future::BoxFuture<'static, ()>) -> Fut + Send + 'static,
+    F: FnOnce(W, TurnOutcome, CancellationToken, futures::future::BoxFuture<'static, ()>) -> Fut
+        + Send
+        + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     pool.counters.count_turn();
@@ -88,7 +108,7 @@ where
             let reply: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
                 let _ = tx.send(last).await;
             });
-            finish(worker, outcome, reply).await;
+            finish(worker, outcome, cancel, reply).await;
             releases.releases.send_modify(|n| *n += 1);
         },
         span,
@@ -96,19 +116,25 @@ where
     TurnStream {
         rx,
         cancel: stream_cancel,
+        finished: false,
     }
 }
 
-/// The events of one running turn; the last item is `TurnItem::Finished`. Dropping it
-/// interrupts the turn.
+/// The events of one running turn; the last item is `TurnItem::Finished`. Dropping it before
+/// that item was taken interrupts the turn (and, the client having seen less than the whole
+/// answer, the worker does not hold the conversation).
 pub struct TurnStream {
     rx: mpsc::Receiver<TurnItem>,
     cancel: CancellationToken,
+    /// The `Finished` item was taken.
+    finished: bool,
 }
 
 impl Drop for TurnStream {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        if !self.finished {
+            self.cancel.cancel();
+        }
     }
 }
 
@@ -116,7 +142,11 @@ impl Stream for TurnStream {
     type Item = TurnItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TurnItem>> {
-        self.rx.poll_recv(cx)
+        let item = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(TurnItem::Finished(_))) = &item {
+            self.finished = true;
+        }
+        item
     }
 }
 

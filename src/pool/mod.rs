@@ -6,12 +6,16 @@
 //! (the task that tops reservoirs up, reaps and evicts); `owner` (per (profile, owner), a
 //! deadpool pool whose `create` takes a worker from the reservoir, so a worker that served one
 //! owner only ever returns to that owner's pool, and the release after a turn); `lease` (a
-//! checked-out worker, the turn task and its `TurnStream`); `graveyard` (container removal);
-//! `status` (counters and snapshots). A semaphore bounds the number of containers; every
+//! checked-out worker, the turn task and its `TurnStream`); `hold` (a used worker kept unreset
+//! for the conversation it served, or parked on client tools) and `conversation` (the
+//! fingerprints that decide whether a request continues a held conversation); `graveyard`
+//! (container removal); `status` (counters and snapshots). A semaphore bounds the number of containers; every
 //! worker holds one permit.
 
+pub(crate) mod conversation;
 mod filler;
 mod graveyard;
+mod hold;
 mod lease;
 mod owner;
 mod reservoir;
@@ -34,6 +38,7 @@ use crate::worker::{SessionWorkspace, Worker, WorkerSettings};
 pub use lease::{Lease, TurnStream};
 pub use status::{PoolStatus, ProfileStatus};
 
+use hold::HoldPlan;
 use reservoir::ProfilePool;
 use status::Counters;
 
@@ -69,6 +74,10 @@ pub struct PoolConfig {
     pub max_concurrent_starts: usize,
     /// Capacity of the channel between a running turn and its consumer.
     pub turn_channel_capacity: usize,
+    /// How long a worker holds a conversation for its next turn (zero: never holds).
+    pub hold_idle: Duration,
+    /// How long a worker parked on client tool calls waits for their results.
+    pub parked_idle: Duration,
 }
 
 impl Default for PoolConfig {
@@ -87,6 +96,8 @@ impl Default for PoolConfig {
             reset_timeout: Duration::from_secs(10),
             max_concurrent_starts: 2,
             turn_channel_capacity: 64,
+            hold_idle: Duration::from_secs(300),
+            parked_idle: Duration::from_secs(900),
         }
     }
 }
@@ -239,6 +250,52 @@ impl WarmPool {
         Ok(self.checkout(profile, owner).await?.start_turn(request))
     }
 
+    /// Serves one turn of a stateless conversation. When the request continues a conversation
+    /// a worker of this owner holds (its history fingerprints equal to what that worker has in
+    /// its context), that worker gets only the new user turn: no replay and no CLI start.
+    /// Otherwise the turn goes to a checked-out worker, which replays the history. Either way,
+    /// the worker may hold the conversation afterwards.
+    pub async fn run_conversation(
+        &self,
+        profile: &LaunchProfile,
+        owner: &OwnerKey,
+        turn: TurnRequest,
+    ) -> Result<TurnStream, PoolError> {
+        let inner = &self.inner;
+        if !inner.may_hold(profile) {
+            return self.run(profile, owner, turn).await;
+        }
+        let continuation = conversation::continuation(&turn);
+        let profile_pool = inner.profile_pool(profile);
+        if let Some(held) = inner.take_live_held(&profile_pool, owner, continuation.before) {
+            inner.counters.count_continued();
+            tracing::debug!(conversation = ?continuation.before, "continuing a held conversation");
+            let request = TurnRequest {
+                history: Vec::new(),
+                content: continuation.user.clone(),
+                model: turn.model,
+            };
+            let owner_state = held.owner_state.clone();
+            let plan = HoldPlan {
+                profile: profile_pool,
+                owner: owner.clone(),
+                continuation,
+            };
+            let lease = Lease::new(held.into_worker(), owner_state, inner.clone());
+            return Ok(lease.holding(plan).start_turn(request));
+        }
+        if !turn.history.is_empty() {
+            inner.counters.count_replayed();
+        }
+        let lease = self.checkout(profile, owner).await?;
+        let plan = HoldPlan {
+            profile: profile_pool,
+            owner: owner.clone(),
+            continuation,
+        };
+        Ok(lease.holding(plan).start_turn(turn))
+    }
+
     /// Starts a worker outside the shared reservoirs, for a session: its workspace is the
     /// session's volume, and it holds a capacity slot until it is dropped.
     pub async fn start_dedicated(
@@ -296,7 +353,7 @@ impl WarmPool {
             &self.inner,
             Box::new(worker),
             request,
-            move |worker, outcome, reply| async move {
+            move |worker, outcome, _cut, reply| async move {
                 done(*worker, &outcome);
                 reply.await;
             },
@@ -348,6 +405,7 @@ impl WarmPool {
             for pool in profile.owner_pools() {
                 pool.close();
             }
+            drop(profile.drain_held());
             lock(&profile.owners).clear();
             let workers = profile.drain();
             futures::future::join_all(workers.into_iter().map(Worker::remove)).await;
@@ -381,6 +439,28 @@ impl PoolInner {
         };
         profiles.insert(1, pool.clone());
         pool
+    }
+
+    /// Whether turns of `profile` may hold their conversation: not with a JSON schema (the
+    /// CLI's context then holds a structured-output tool call the client never saw).
+    fn may_hold(&self, profile: &LaunchProfile) -> bool {
+        !self.config.hold_idle.is_zero() && profile.json_schema.is_none()
+    }
+
+    /// The holding of `owner`'s conversation `before`, if its worker is alive and its context
+    /// exact. A holding found dead or cut ends here.
+    fn take_live_held(
+        self: &Arc<Self>,
+        profile: &ProfilePool,
+        owner: &OwnerKey,
+        before: conversation::Fingerprint,
+    ) -> Option<hold::Held> {
+        let mut held = profile.take_held(owner, before)?;
+        if held.exact() && held.worker_mut().is_alive() {
+            return Some(held);
+        }
+        self.end_holding(held);
+        None
     }
 
     /// Counts retired workers and wakes the filler to replace them.

@@ -106,6 +106,16 @@ impl managed::Manager for OwnerManager {
     }
 }
 
+impl PoolInner {
+    /// Whether a worker may serve again after this turn (reset, or holding its conversation).
+    pub(super) fn may_keep(&self, worker: &Worker) -> bool {
+        let alive = worker.broken().is_none() && !self.cancel.is_cancelled();
+        alive
+            && (self.config.policy == ReusePolicy::Fresh
+                || within_policy(self.config.policy, worker))
+    }
+}
+
 pub(super) fn within_policy(policy: ReusePolicy, worker: &Worker) -> bool {
     match policy {
         ReusePolicy::Fresh => false,
@@ -150,8 +160,13 @@ impl PoolInner {
     }
 
     /// Retires the idle worker that was used least recently, to make room for a request
-    /// that waits. Returns whether there was one.
+    /// that waits: a plain idle one if there is one, else the least recently used held
+    /// conversation. Returns whether there was one.
     pub(super) fn evict_one_idle(&self) -> bool {
+        self.evict_one_plain_idle() || self.evict_one_held()
+    }
+
+    fn evict_one_plain_idle(&self) -> bool {
         let profiles = lock(&self.profiles).clone();
         let mut oldest: Option<(Duration, OwnerPool, String)> = None;
         for profile in &profiles {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::hold::Held;
 use super::lock;
 use super::owner::{OwnerEntry, OwnerPool};
 use crate::domain::{LaunchProfile, OwnerKey};
@@ -23,6 +24,8 @@ pub(super) struct ProfilePool {
     pub(super) starting: AtomicUsize,
     pub(super) waiting: AtomicUsize,
     pub(super) owners: Mutex<HashMap<OwnerKey, OwnerEntry>>,
+    /// Used workers kept unreset for the conversation they served (see `hold`).
+    pub(super) held: Mutex<Vec<Held>>,
     last_start_error: Mutex<Option<(Instant, String)>>,
 }
 
@@ -35,6 +38,7 @@ impl ProfilePool {
             starting: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             owners: Mutex::new(HashMap::new()),
+            held: Mutex::new(Vec::new()),
             last_start_error: Mutex::new(None),
         }
     }

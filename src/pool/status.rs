@@ -12,6 +12,8 @@ pub(super) struct Counters {
     retired: AtomicU64,
     reused: AtomicU64,
     turns: AtomicU64,
+    continued: AtomicU64,
+    replayed: AtomicU64,
 }
 
 impl Counters {
@@ -29,6 +31,14 @@ impl Counters {
 
     pub(super) fn count_reused(&self) {
         self.reused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_continued(&self) {
+        self.continued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_replayed(&self) {
+        self.replayed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn count_turn(&self) {
@@ -49,6 +59,10 @@ pub struct PoolStatus {
     pub reused: u64,
     /// Turns started.
     pub turns: u64,
+    /// Conversation turns sent to the worker that held the conversation (no replay).
+    pub continued: u64,
+    /// Conversation turns with a history that no worker held: replayed on another worker.
+    pub replayed: u64,
 }
 
 /// A snapshot of one launch profile's workers.
@@ -65,6 +79,10 @@ pub struct ProfileStatus {
     pub idle: usize,
     /// Workers serving a request now.
     pub busy: usize,
+    /// Used workers holding a conversation for its next turn (parked ones included).
+    pub held: usize,
+    /// Held workers whose CLI waits on client tool results.
+    pub parked: usize,
 }
 
 impl WarmPool {
@@ -75,13 +93,11 @@ impl WarmPool {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let (idle, busy) = p.owner_pools().iter().fold((0, 0), |(idle, busy), pool| {
+                let (held, parked) = p.held_counts();
+                let (idle, out) = p.owner_pools().iter().fold((0, 0), |(idle, out), pool| {
                     let s = pool.status();
-                    // deadpool counts waiters against `available`; busy is what is out.
-                    (
-                        idle + s.available,
-                        busy + s.size.saturating_sub(s.available),
-                    )
+                    // deadpool counts waiters against `available`; what is out is busy or held.
+                    (idle + s.available, out + s.size.saturating_sub(s.available))
                 });
                 ProfileStatus {
                     fingerprint: p.profile.fingerprint(),
@@ -90,7 +106,9 @@ impl WarmPool {
                     starting: p.starting(),
                     waiting: p.waiting(),
                     idle,
-                    busy,
+                    busy: out.saturating_sub(held),
+                    held,
+                    parked,
                 }
             })
             .collect();
@@ -104,6 +122,8 @@ impl WarmPool {
             retired: c.retired.load(Ordering::Relaxed),
             reused: c.reused.load(Ordering::Relaxed),
             turns: c.turns.load(Ordering::Relaxed),
+            continued: c.continued.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
         }
     }
 

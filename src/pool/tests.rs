@@ -426,3 +426,293 @@ async fn counting_live_warm_workers_for_readiness_changes_nothing() {
     assert_eq!(after.retired, before.retired);
     pool.shutdown(Duration::from_secs(2)).await;
 }
+
+// Held conversations (affinity).
+
+use crate::domain::{ContentBlock, HistoryMessage, Role};
+
+/// A stateless conversation as a client keeps it: its messages, resent whole each turn.
+#[derive(Clone, Default)]
+struct Chat {
+    history: Vec<HistoryMessage>,
+}
+
+impl Chat {
+    fn request(&self, prompt: &str) -> TurnRequest {
+        TurnRequest {
+            history: self.history.clone(),
+            ..TurnRequest::text(prompt)
+        }
+    }
+
+    /// Records the turn as the client saw it.
+    fn saw(&mut self, prompt: &str, answer: &str) {
+        self.history.push(HistoryMessage {
+            role: Role::User,
+            content: vec![ContentBlock::Text(prompt.into())],
+        });
+        self.history.push(HistoryMessage {
+            role: Role::Assistant,
+            content: vec![ContentBlock::Text(answer.into())],
+        });
+    }
+}
+
+/// The container whose CLI received `prompt` as a user message.
+fn container_that_got(fake: &FakeRuntime, prompt: &str) -> String {
+    let got = |c: &String| {
+        fake.stdin_of(c)
+            .iter()
+            .any(|l| l["type"] == "user" && l["message"]["content"][0]["text"] == prompt)
+    };
+    let found: Vec<String> = fake.container_ids().into_iter().filter(got).collect();
+    assert_eq!(found.len(), 1, "{prompt:?} reached {found:?}");
+    found[0].clone()
+}
+
+/// One turn of `chat` for `owner`; the chat records what the client saw. Returns the
+/// container that served it.
+async fn turn(
+    pool: &WarmPool,
+    fake: &FakeRuntime,
+    owner: &str,
+    chat: &mut Chat,
+    prompt: &str,
+) -> String {
+    let stream = pool
+        .run_conversation(
+            &LaunchProfile::default(),
+            &OwnerKey::new(owner),
+            chat.request(prompt),
+        )
+        .await
+        .unwrap();
+    let (events, outcome) = stream.collect_all().await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    chat.saw(prompt, &text(&events));
+    settle(pool).await;
+    container_that_got(fake, prompt)
+}
+
+fn was_reset(fake: &FakeRuntime, container: &str) -> bool {
+    fake.stdin_of(container)
+        .iter()
+        .any(|l| l["request"]["subtype"] == "rewind_conversation")
+}
+
+fn user_lines(fake: &FakeRuntime, container: &str) -> Vec<String> {
+    fake.stdin_of(container)
+        .iter()
+        .filter(|l| l["type"] == "user")
+        .map(|l| {
+            l["message"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_follow_up_continues_on_the_worker_holding_the_conversation_without_a_start() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let mut chat = Chat::default();
+    let first = turn(&pool, &fake, "alice", &mut chat, "one").await;
+    assert!(pool.wait_warm(1, Duration::from_secs(5)).await);
+    let starts = fake.starts();
+    let execs = fake.execs().len();
+    let status = pool.status();
+    assert_eq!((status.profiles[0].held, status.profiles[0].idle), (1, 0));
+    let second = turn(&pool, &fake, "alice", &mut chat, "two").await;
+    let third = turn(&pool, &fake, "alice", &mut chat, "three").await;
+    assert_eq!(
+        (first.as_str(), second.as_str()),
+        (third.as_str(), third.as_str())
+    );
+    assert_eq!(fake.starts(), starts, "no container started");
+    assert_eq!(
+        fake.execs().len(),
+        execs,
+        "no CLI started, no transcript written"
+    );
+    assert_eq!(
+        user_lines(&fake, &first),
+        vec!["one", "two", "three"],
+        "only the new turns were sent"
+    );
+    assert!(!was_reset(&fake, &first), "no reset between them");
+    let status = pool.status();
+    assert_eq!((status.continued, status.replayed), (2, 0));
+    pool.shutdown(Duration::from_secs(2)).await;
+    assert!(fake.container_ids().is_empty());
+}
+
+#[tokio::test]
+async fn an_edited_history_replays_on_another_worker_and_the_holding_stays() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let mut chat = Chat::default();
+    let first = turn(&pool, &fake, "alice", &mut chat, "one").await;
+    let mut edited = chat.clone();
+    edited.history[1].content = vec![ContentBlock::Text("Echo: something else".into())];
+    let other = turn(&pool, &fake, "alice", &mut edited, "two").await;
+    assert_ne!(other, first);
+    let status = pool.status();
+    assert_eq!((status.continued, status.replayed), (0, 1));
+    assert_eq!(status.profiles[0].held, 2, "{status:?}");
+    // The original conversation still continues on its worker.
+    assert_eq!(turn(&pool, &fake, "alice", &mut chat, "again").await, first);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn two_owners_with_identical_histories_never_share_a_worker() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let mut alice = Chat::default();
+    let first = turn(&pool, &fake, "alice", &mut alice, "same").await;
+    let mut bob = alice.clone();
+    let bobs = turn(&pool, &fake, "bob", &mut bob, "next for bob").await;
+    assert_ne!(bobs, first);
+    assert_eq!(pool.status().replayed, 1);
+    assert_eq!(
+        turn(&pool, &fake, "alice", &mut alice, "next for alice").await,
+        first
+    );
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn an_answer_cut_after_the_turn_ended_is_not_continued() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let mut chat = Chat::default();
+    let mut stream = pool
+        .run_conversation(
+            &LaunchProfile::default(),
+            &OwnerKey::new("alice"),
+            chat.request("one"),
+        )
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(TurnItem::Event(e)) = stream.next().await {
+        events.push(e);
+        if matches!(events.last(), Some(TurnEvent::MessageStop)) {
+            break;
+        }
+    }
+    // The worker is done; the consumer cuts the answer now (a stop sequence in the last delta).
+    settle(&pool).await;
+    stream.interrupt();
+    drop(stream);
+    chat.saw("one", &text(&events));
+    let first = container_that_got(&fake, "one");
+    let second = turn(&pool, &fake, "alice", &mut chat, "two").await;
+    assert_ne!(second, first, "replayed elsewhere");
+    let status = pool.status();
+    assert_eq!((status.continued, status.replayed), (0, 1));
+    // The cut holding ended: its worker was reset and returned to its owner's pool.
+    for _ in 0..200 {
+        if was_reset(&fake, &first) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(was_reset(&fake, &first));
+    assert_eq!(user_lines(&fake, &first), vec!["one"]);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_turn_dropped_by_its_client_or_interrupted_is_not_held() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let mut stream = pool
+        .run_conversation(
+            &LaunchProfile::default(),
+            &OwnerKey::new("alice"),
+            TurnRequest::text("[[slow]]"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(stream.next().await, Some(TurnItem::Event(_))));
+    drop(stream);
+    settle(&pool).await;
+    let status = pool.status();
+    assert_eq!((status.profiles[0].held, status.profiles[0].idle), (0, 1));
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_structured_output_profile_never_holds() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let profile = LaunchProfile {
+        json_schema: Some(r#"{"type":"object"}"#.into()),
+        ..LaunchProfile::default()
+    };
+    let stream = pool
+        .run_conversation(&profile, &OwnerKey::new("alice"), TurnRequest::text("x"))
+        .await
+        .unwrap();
+    stream.collect_all().await;
+    settle(&pool).await;
+    assert!(pool.status().profiles.iter().all(|p| p.held == 0));
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_held_conversation_is_released_after_its_idle_time_and_reset_for_its_owner() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(
+        &fake,
+        PoolConfig {
+            hold_idle: Duration::from_millis(100),
+            ..config(reuse(10))
+        },
+    )
+    .await;
+    let mut chat = Chat::default();
+    let first = turn(&pool, &fake, "alice", &mut chat, "one").await;
+    // The filler reaps at least once a second.
+    for _ in 0..300 {
+        if pool.status().profiles[0].idle == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = pool.status();
+    assert_eq!((status.profiles[0].held, status.profiles[0].idle), (0, 1));
+    assert!(was_reset(&fake, &first));
+    // A follow-up now replays, on the same (reset) worker of its owner.
+    assert_eq!(turn(&pool, &fake, "alice", &mut chat, "two").await, first);
+    assert_eq!(pool.status().replayed, 1);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_held_conversation_is_evicted_when_another_owner_needs_the_capacity() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(
+        &fake,
+        PoolConfig {
+            max_workers: 1,
+            ..config(reuse(10))
+        },
+    )
+    .await;
+    let mut alice = Chat::default();
+    let first = turn(&pool, &fake, "alice", &mut alice, "one").await;
+    let mut bob = Chat::default();
+    let bobs = turn(&pool, &fake, "bob", &mut bob, "hi").await;
+    assert_ne!(bobs, first);
+    let status = pool.status();
+    assert_eq!(status.profiles[0].held, 1, "bob's conversation is held now");
+    assert!(
+        !fake.container_ids().contains(&first),
+        "alice's was retired"
+    );
+    pool.shutdown(Duration::from_secs(2)).await;
+}
