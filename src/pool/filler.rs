@@ -80,8 +80,9 @@ pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken)
                 }
                 let permit = match inner.capacity.clone().try_acquire_owned() {
                     Ok(permit) => permit,
-                    Err(_) if profile.waiting() > 0 && inner.evict_one_idle() => {
-                        // The evicted worker's permit comes back once it is dropped.
+                    Err(_) if profile.unserved() > 0 && inner.evict_one_idle() => {
+                        // Requests wait that no warm worker or start in flight will serve:
+                        // the evicted worker's permit comes back once it is dropped.
                         continue;
                     }
                     Err(_) => break,

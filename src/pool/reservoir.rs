@@ -126,6 +126,11 @@ impl ProfilePool {
         self.waiting.load(Ordering::SeqCst)
     }
 
+    /// Requests waiting beyond the warm workers and the starts in flight.
+    pub(super) fn unserved(&self) -> usize {
+        self.waiting().saturating_sub(self.warm() + self.starting())
+    }
+
     pub(super) fn owner_pools(&self) -> Vec<OwnerPool> {
         lock(&self.owners)
             .values()
