@@ -6,7 +6,10 @@
 //!
 //! Run: `cargo bench --bench pool` (needs the images from images/build.sh). Sizes can be set
 //! with BENCH_REQUESTS (per measured phase, default 40); BENCH_PHASES picks phases
-//! (`host,reuse,fresh,follow`, default all).
+//! (`host,reuse,fresh,follow,http`, default all). `http` runs everything through ccpool's
+//! HTTP server with default pool settings: a burst right after start, stateless three-turn
+//! conversations at c=1 and c=4, a new session's first turn (BENCH_BURST sets the burst size,
+//! default 80).
 
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
@@ -423,6 +426,236 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
     phases
 }
 
+/// A streamed `POST /v1/messages` through ccpool's HTTP server: (time to the first text
+/// delta, the answer's text).
+async fn http_turn(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, String)],
+    messages: &[serde_json::Value],
+) -> (Duration, String) {
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32000,
+        "stream": true,
+        "messages": messages,
+    });
+    let started = Instant::now();
+    let mut request = http
+        .post(url)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body);
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    let response = request.send().await.expect("request");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let mut bytes = response.bytes_stream();
+    let (mut buffer, mut first, mut text) = (String::new(), None, String::new());
+    while let Some(chunk) = bytes.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("body")));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let data: serde_json::Value = serde_json::from_str(data).expect("SSE data");
+            if data["type"] == "content_block_delta" {
+                if let Some(t) = data["delta"]["text"].as_str() {
+                    first.get_or_insert(started.elapsed());
+                    text.push_str(t);
+                }
+            }
+        }
+    }
+    (first.expect("a text delta"), text)
+}
+
+/// ccpool's HTTP server on loopback over a fresh pool with `config`.
+struct HttpStack {
+    pool: WarmPool,
+    sessions: ccpool::sessions::Sessions,
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+async fn http_stack(mock: &MockUpstream, label: &str, config: PoolConfig) -> HttpStack {
+    use ccpool::http::{ApiSettings, AppState, app};
+    use ccpool::sessions::{SessionConfig, Sessions};
+    let runtime = DockerRuntime::connect().await.expect("Docker");
+    let pool = WarmPool::start(
+        Arc::new(runtime),
+        bench_settings(mock, &format!("bench-{label}")),
+        config,
+        LaunchProfile::default(),
+    )
+    .await
+    .expect("pool");
+    let sessions = Sessions::start(pool.clone(), SessionConfig::default())
+        .await
+        .expect("sessions");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let state = AppState::new(pool.clone(), sessions.clone(), ApiSettings::default());
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    HttpStack {
+        pool,
+        sessions,
+        url,
+        stop,
+    }
+}
+
+impl HttpStack {
+    async fn stop(self) {
+        self.sessions.shutdown().await;
+        self.stop.cancel();
+        self.pool.shutdown(Duration::from_secs(30)).await;
+    }
+}
+
+/// Stateless three-turn conversations through HTTP at `concurrency`: first turns and
+/// follow-ups (each resends the whole conversation) timed apart; turns per second and CPU per
+/// turn over all of them.
+async fn http_conversations(stack: &HttpStack, concurrency: usize, n: usize) -> Vec<Phase> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/messages", stack.url);
+    let per_task = (n / 3 / concurrency).max(1);
+    let (cpu0, t0) = (machine_cpu(), Instant::now());
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let (mut firsts, mut follow_ups) = (Vec::new(), Vec::new());
+                for i in 0..per_task {
+                    let mut messages = Vec::new();
+                    for t in 0..3 {
+                        messages.push(serde_json::json!({"role": "user", "content": format!("conversation {c}-{i} turn {t}")}));
+                        let (first, text) = http_turn(&http, &url, &[], &messages).await;
+                        if t == 0 { firsts.push(first) } else { follow_ups.push(first) }
+                        messages.push(serde_json::json!({"role": "assistant", "content": text}));
+                    }
+                }
+                (firsts, follow_ups)
+            })
+        })
+        .collect();
+    let (mut firsts, mut follow_ups) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (f, u) = t.await.expect("bench task");
+        firsts.extend(f);
+        follow_ups.extend(u);
+    }
+    let (wall, cpu) = (t0.elapsed(), machine_cpu() - cpu0);
+    let turns = per_task * concurrency * 3;
+    vec![
+        Phase {
+            name: format!("http first turn, c={concurrency}"),
+            first_delta: firsts,
+            requests: turns,
+            wall,
+            cpu,
+        },
+        Phase {
+            name: format!("http follow-up, c={concurrency}"),
+            first_delta: follow_ups,
+            requests: turns,
+            wall,
+            cpu,
+        },
+    ]
+}
+
+/// `n` single-turn requests at concurrency 4, sent as soon as the pool is ready.
+async fn http_burst(stack: &HttpStack, n: usize) -> Phase {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/messages", stack.url);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cpu0, t0) = (machine_cpu(), Instant::now());
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url, next) = (http.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut firsts = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                    let messages = [serde_json::json!({"role": "user", "content": "burst"})];
+                    firsts.push(http_turn(&http, &url, &[], &messages).await.0);
+                }
+                firsts
+            })
+        })
+        .collect();
+    let mut first_delta = Vec::new();
+    for t in tasks {
+        first_delta.extend(t.await.expect("bench task"));
+    }
+    Phase {
+        name: format!("http burst after start, c=4, {n} req"),
+        first_delta,
+        requests: n,
+        wall: t0.elapsed(),
+        cpu: machine_cpu() - cpu0,
+    }
+}
+
+/// The first request of a new session (its container, volume and CLI start included).
+async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/messages", stack.url);
+    let (cpu0, t0) = (machine_cpu(), Instant::now());
+    let mut first_delta = Vec::new();
+    for i in 0..n {
+        let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let messages = [serde_json::json!({"role": "user", "content": format!("session {i}")})];
+        let headers = [("x-session-id", id.clone())];
+        first_delta.push(http_turn(&http, &url, &headers, &messages).await.0);
+        let _ = http
+            .delete(format!("{}/v1/sessions/{id}", stack.url))
+            .send()
+            .await;
+    }
+    Phase {
+        name: "http new session's first turn, c=1".into(),
+        first_delta,
+        requests: n,
+        wall: t0.elapsed(),
+        cpu: machine_cpu() - cpu0,
+    }
+}
+
+/// Everything through ccpool's HTTP server with default pool settings (but host networking).
+async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
+    let burst = std::env::var("BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(80);
+    let mut phases = Vec::new();
+    let stack = http_stack(mock, "http", PoolConfig::default()).await;
+    let warm = PoolConfig::default().warm_default;
+    assert!(stack.pool.wait_warm(warm, Duration::from_secs(120)).await);
+    phases.push(http_burst(&stack, burst).await);
+    stack.pool.wait_warm(warm, Duration::from_secs(120)).await;
+    phases.extend(http_conversations(&stack, 1, n).await);
+    stack.pool.wait_warm(warm, Duration::from_secs(120)).await;
+    phases.extend(http_conversations(&stack, 4, n).await);
+    stack.pool.wait_warm(warm, Duration::from_secs(120)).await;
+    phases.push(http_new_sessions(&stack, (n / 4).max(3)).await);
+    let s = stack.pool.status();
+    println!(
+        "  (http: workers started {}, continued {}, replayed {}, reused {}, retired {})",
+        s.started, s.continued, s.replayed, s.reused, s.retired
+    );
+    stack.stop().await;
+    phases
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -464,6 +697,9 @@ fn main() {
         }
         if run("follow") {
             phases.extend(bench_follow_ups(&mock, n).await);
+        }
+        if run("http") {
+            phases.extend(bench_http(&mock, n).await);
         }
         println!();
         for p in &phases {

@@ -235,3 +235,37 @@ async fn an_answer_cut_by_a_stop_sequence_is_followed_by_a_replay() {
     assert_eq!(s.counts(), (0, 2));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_openai_client_continues_its_conversation_on_its_worker() {
+    let s = stack().await;
+    let mut messages = vec![json!({"role": "system", "content": "Be brief."})];
+    for prompt in ["one", "two", "three"] {
+        messages.push(json!({"role": "user", "content": prompt}));
+        let turns = s.pool.status().turns;
+        let response: Value = s
+            .http
+            .post(format!("{}/v1/chat/completions", s.server.base_url))
+            .bearer_auth("key-openai")
+            .json(&json!({"model": "gpt-4o", "messages": messages}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let answer = response["choices"][0]["message"]["content"].clone();
+        assert_eq!(answer, json!(format!("Echo: {prompt}")), "{response}");
+        assert!(
+            s.pool
+                .wait_releases(turns + 1, Duration::from_secs(30))
+                .await
+        );
+        messages.push(json!({"role": "assistant", "content": answer}));
+    }
+    assert_eq!(s.counts(), (2, 0));
+    let last = s.mock.message_requests().pop().unwrap();
+    assert!(last.system_text().contains("Be brief."));
+    assert_eq!(last.turns().len(), 5);
+    s.stop().await;
+}
