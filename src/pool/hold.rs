@@ -110,6 +110,15 @@ impl ProfilePool {
         Some(held.swap_remove(i))
     }
 
+    /// The least recently used holding of `owner` that is not parked on tool calls.
+    pub(super) fn take_oldest_idle_held_of(&self, owner: &OwnerKey) -> Option<Held> {
+        let mut held = lock(&self.held);
+        let i = (0..held.len())
+            .filter(|&i| held[i].owner == *owner && !held[i].parked)
+            .min_by_key(|&i| held[i].since)?;
+        Some(held.swap_remove(i))
+    }
+
     /// (held, of which parked).
     pub(super) fn held_counts(&self) -> (usize, usize) {
         let held = lock(&self.held);
