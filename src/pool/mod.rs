@@ -466,16 +466,20 @@ impl PoolInner {
         None
     }
 
-    /// When `owner` has no idle worker for this profile and none is warm, its least recently
-    /// used holding (not parked) is reset and serves the new conversation: a reset costs a few
-    /// milliseconds, a cold start most of a second.
+    /// When `owner` has no idle worker for this profile, none is warm and capacity is used up
+    /// (so a holding would be evicted and retired to make room for a cold start), its least
+    /// recently used holding (not parked) is reset and serves the new conversation instead: a
+    /// reset costs a few milliseconds, a cold start most of a second.
     async fn take_over_holding(
         self: &Arc<Self>,
         profile: &Arc<ProfilePool>,
         owner: &OwnerKey,
     ) -> Option<Lease> {
         let (owner_pool, owner_state) = self.owner_pool(profile, owner);
-        if owner_pool.status().available > 0 || profile.warm() > 0 {
+        if owner_pool.status().available > 0
+            || profile.warm() > 0
+            || self.capacity.available_permits() > 0
+        {
             return None;
         }
         let held = profile.take_oldest_idle_held_of(owner)?;
