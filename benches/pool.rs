@@ -350,6 +350,7 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
             history: history.to_vec(),
             content: vec![ContentBlock::Text(format!("follow-up {i}"))],
             model: None,
+            ..TurnRequest::default()
         },
         stop_sequences: Vec::new(),
         include_thinking: false,

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// One user turn to be served by a worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TurnRequest {
     /// The conversation before this turn, oldest first. When not empty, the worker replays
     /// it faithfully before sending `content`.
@@ -13,15 +13,20 @@ pub struct TurnRequest {
     pub content: Vec<ContentBlock>,
     /// The model to answer with; `None` keeps the worker's current model.
     pub model: Option<String>,
+    /// The client's own tools the model may call. A worker's CLI can change its tool list
+    /// between turns, so they are not part of the launch profile.
+    pub tools: Vec<ToolSpec>,
+    /// Whether the model must call a tool. `None` offers no tool at all; forcing a call
+    /// (`Any`, `Tool`) is done by the chat layer (see `chat::force_tool`).
+    pub tool_choice: ToolChoice,
 }
 
 impl TurnRequest {
     /// A request with one text block and the worker's current model.
     pub fn text(text: impl Into<String>) -> Self {
         TurnRequest {
-            history: Vec::new(),
             content: vec![ContentBlock::Text(text.into())],
-            model: None,
+            ..TurnRequest::default()
         }
     }
 }

@@ -274,7 +274,8 @@ fn result(subtype: &str, text: &str, terminal: &str) -> Value {
            "usage": {"input_tokens": 3, "output_tokens": 2}})
 }
 
-/// A stand-in for the CLI: answers `initialize`, `set_model`, `interrupt`,
+/// A stand-in for the CLI: answers `initialize`, `mcp_message` (a `tools/list_changed` makes
+/// it fetch the in-band server's tool list), `set_model`, `interrupt`,
 /// `rewind_conversation` (refused as `stale_target` for an id it was never sent), and
 /// user messages (`Echo: …`; `[[slow]]` streams slowly until interrupted; `[[hang]]` never
 /// answers, not even an interrupt).
@@ -327,6 +328,14 @@ async fn fake_cli(
                 _ => json!({}),
             };
             emit(&out, json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": response}})).await;
+            let subtype = msg["request"]["subtype"].as_str();
+            if subtype == Some("mcp_message") {
+                let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+                emit(&out, json!({"type": "control_request", "request_id": "fake_list", "request": {"subtype": "mcp_message", "server_name": "client", "message": list}})).await;
+            }
+            continue;
+        }
+        if msg["type"] == "control_response" {
             continue;
         }
         let text = msg["message"]["content"][0]["text"]

@@ -4,6 +4,7 @@
 
 mod conversation;
 
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,15 +17,17 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::mcp;
 use crate::cli::transcript::{transcript, transcript_path};
 use crate::cli::{
-    CliEvent, CliSettings, ControlRequest, ControlResult, Initialized, LineError, StdinLine,
-    cli_argv, cli_env, kill_cli_command, ndjson_lines, resume_args, with_pid_file,
+    CliEvent, CliSettings, ControlRequest, ControlResult, Initialized, LineError, McpRequest,
+    StdinLine, cli_argv, cli_env, kill_cli_command, ndjson_lines, resume_args, with_pid_file,
 };
 use crate::credentials::Credentials;
 use crate::domain::{
-    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, ModelInfo, TurnEvent,
-    TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, ModelInfo, Role,
+    StopReason, ToolChoice, ToolSpec, TurnEvent, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+    Usage,
 };
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
@@ -92,6 +95,40 @@ pub enum WorkerError {
     Refused(String),
     #[error("writing a file into the worker failed with exit code {0}")]
     WriteFile(i64),
+    #[error("the CLI did not fetch the new tool list")]
+    ToolList,
+}
+
+/// A `tools/call` request of the CLI, waiting for the client's result.
+#[derive(Clone, Debug)]
+struct CallRequest {
+    /// The control request to answer.
+    request_id: String,
+    /// The JSON-RPC id to answer with.
+    id: Value,
+    /// The upstream's tool-use id of the call.
+    tool_use_id: String,
+}
+
+/// A turn that ended with client tool calls: the CLI waits on the first `tools/call`.
+#[derive(Debug, Default)]
+struct Parked {
+    /// The tool-use ids of the calls, in the order the model made them.
+    awaiting: Vec<String>,
+    /// `tools/call` requests already received, in order.
+    requests: VecDeque<CallRequest>,
+}
+
+/// Why a request could not resume a parked turn.
+fn resume_error(message: String) -> TurnOutcome {
+    TurnOutcome {
+        status: TurnStatus::UpstreamError {
+            status: Some(400),
+            kind: Some("invalid_request_error".into()),
+            message,
+        },
+        ..TurnOutcome::failed("")
+    }
 }
 
 type CliEvents = BoxStream<'static, Result<CliEvent, WorkerError>>;
@@ -117,6 +154,14 @@ pub struct Worker {
     created: Instant,
     /// Why this worker must not serve again, once something went wrong.
     broken: Option<String>,
+    /// The client tools the CLI lists now.
+    tools: Vec<ToolSpec>,
+    /// Set while the CLI is mid-turn, waiting on client tool results.
+    parked: Option<Parked>,
+    /// MCP requests of the CLI seen where they could not be answered (`is_alive`).
+    inbox: VecDeque<(String, McpRequest)>,
+    /// How many `tools/list` requests this worker has answered.
+    lists_served: u64,
     next_request: u64,
     settings: Arc<WorkerSettings>,
     /// The capacity slot this worker holds in its pool.
@@ -222,6 +267,10 @@ impl Worker {
             uses: 0,
             created: Instant::now(),
             broken: None,
+            tools: Vec::new(),
+            parked: None,
+            inbox: VecDeque::new(),
+            lists_served: 0,
             next_request: 0,
             settings: settings.clone(),
             permit: None,
@@ -305,6 +354,14 @@ impl Worker {
         self.broken.as_deref()
     }
 
+    /// The ids of the client tool calls the CLI waits on; empty unless the worker is parked.
+    pub fn awaiting_tools(&self) -> &[String] {
+        self.parked
+            .as_ref()
+            .map(|p| p.awaiting.as_slice())
+            .unwrap_or_default()
+    }
+
     /// Binds the worker to a capacity slot and to the pool's graveyard.
     pub(crate) fn attach(
         &mut self,
@@ -324,6 +381,10 @@ impl Worker {
         loop {
             match self.events.next().now_or_never() {
                 None => return true,
+                Some(Some(Ok(CliEvent::Mcp {
+                    request_id,
+                    request,
+                }))) => self.inbox.push_back((request_id, request)),
                 Some(Some(Ok(event))) => {
                     tracing::debug!(worker = %self.id, ?event, "line from an idle CLI");
                 }
@@ -366,6 +427,136 @@ impl Worker {
         format!("ccpool_{}_{}", self.id, self.next_request)
     }
 
+    /// Answers an MCP request of the CLI that the in-band server answers by itself
+    /// (`initialize`, notifications, `tools/list`). A `tools/call` is handed back: only a
+    /// turn knows its result.
+    async fn serve_mcp(
+        &mut self,
+        request_id: String,
+        request: McpRequest,
+    ) -> Result<Option<CallRequest>, WorkerError> {
+        let message = match request {
+            McpRequest::Initialize { id } => mcp::initialize_result(&id),
+            McpRequest::Notification { .. } => mcp::empty_result(),
+            McpRequest::ListTools { id } => {
+                self.lists_served += 1;
+                mcp::tools_list_result(&id, &self.tools)
+            }
+            McpRequest::Other { id, method } => mcp::method_not_found(&id, &method),
+            McpRequest::CallTool {
+                id, tool_use_id, ..
+            } => {
+                return Ok(Some(CallRequest {
+                    request_id,
+                    id,
+                    tool_use_id,
+                }));
+            }
+        };
+        self.write_line(&StdinLine::McpResponse {
+            request_id,
+            message,
+        })
+        .await?;
+        Ok(None)
+    }
+
+    /// Serves an MCP request outside a turn's relay. A tool call is kept for the parked turn
+    /// it belongs to, or refused when there is none.
+    async fn serve_mcp_aside(
+        &mut self,
+        request_id: String,
+        request: McpRequest,
+    ) -> Result<(), WorkerError> {
+        if let Some(call) = self.serve_mcp(request_id, request).await? {
+            match &mut self.parked {
+                Some(parked) => parked.requests.push_back(call),
+                None => self.answer_call(call, &[], true).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn answer_call(
+        &mut self,
+        call: CallRequest,
+        content: &[ContentBlock],
+        is_error: bool,
+    ) -> Result<(), WorkerError> {
+        self.write_line(&StdinLine::McpResponse {
+            request_id: call.request_id,
+            message: mcp::call_result(&call.id, content, is_error),
+        })
+        .await
+    }
+
+    /// Serves the MCP requests `is_alive` set aside.
+    async fn serve_inbox(&mut self) -> Result<(), WorkerError> {
+        while let Some((request_id, request)) = self.inbox.pop_front() {
+            self.serve_mcp_aside(request_id, request).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the CLI has fetched the tool list more than `served` times in all and
+    /// answered the control request `ack`, serving MCP requests on the way.
+    async fn await_tool_list(
+        &mut self,
+        served: u64,
+        ack: String,
+        limit: Duration,
+    ) -> Result<(), WorkerError> {
+        let wait = async {
+            let mut acked = false;
+            while !(acked && self.lists_served > served) {
+                match self.events.next().await {
+                    Some(Ok(CliEvent::ControlResponse { request_id, result }))
+                        if request_id == ack =>
+                    {
+                        if let ControlResult::Error(e) = result {
+                            return Err(WorkerError::Refused(e));
+                        }
+                        acked = true;
+                    }
+                    Some(Ok(CliEvent::Mcp {
+                        request_id,
+                        request,
+                    })) => self.serve_mcp_aside(request_id, request).await?,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(WorkerError::Exited(self.stderr_summary())),
+                }
+            }
+            Ok(())
+        };
+        let result = match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(WorkerError::ToolList),
+        };
+        if let Err(e) = &result {
+            self.mark_broken(format!("tool list: {e}"));
+        }
+        result
+    }
+
+    /// Makes the CLI offer `tools` from its next upstream request on: the in-band server
+    /// notifies `tools/list_changed`, and the CLI fetches the list again at once.
+    async fn set_tools(&mut self, tools: Vec<ToolSpec>) -> Result<(), WorkerError> {
+        if tools == self.tools {
+            return Ok(());
+        }
+        self.tools = tools;
+        let served = self.lists_served;
+        let request_id = self.request_id();
+        self.write_line(&StdinLine::Control {
+            request_id: request_id.clone(),
+            request: ControlRequest::McpMessage(mcp::tools_changed()),
+        })
+        .await?;
+        self.await_tool_list(served, request_id, self.settings.interrupt_grace)
+            .await
+    }
+
     /// Sends a control request and waits for its answer.
     async fn control(
         &mut self,
@@ -390,6 +581,10 @@ impl Worker {
                             ControlResult::Error(e) => Err(WorkerError::Refused(e)),
                         };
                     }
+                    Some(Ok(CliEvent::Mcp {
+                        request_id,
+                        request,
+                    })) => self.serve_mcp_aside(request_id, request).await?,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e),
                     None => return Err(WorkerError::Exited(self.stderr_summary())),
@@ -440,8 +635,15 @@ impl Worker {
                 self.broken.clone().unwrap_or_default()
             ));
         }
-        if !request.history.is_empty() {
-            if let Err(e) = self.replay(&request.history).await {
+        if let Err(e) = self.serve_inbox().await {
+            return TurnOutcome::failed(e.to_string());
+        }
+        if self.parked.is_some() {
+            return self.resume(request.content, out, cancel).await;
+        }
+        let (history, content) = results_into_history(request.history, request.content);
+        if !history.is_empty() {
+            if let Err(e) = self.replay(&history).await {
                 self.mark_broken(format!("replaying the history: {e}"));
                 return TurnOutcome::failed(format!("replaying the history: {e}"));
             }
@@ -468,15 +670,92 @@ impl Worker {
                 }
             }
         }
-        let line = self.user_line(request.content);
+        let tools = match request.tool_choice {
+            ToolChoice::None => Vec::new(),
+            _ => request.tools,
+        };
+        if let Err(e) = self.set_tools(tools).await {
+            return TurnOutcome::failed(format!("changing the tool list: {e}"));
+        }
+        let line = self.user_line(content);
         if let Err(e) = self.write_line(&line).await {
             return TurnOutcome::failed(e.to_string());
         }
-        self.relay_until_result(out, cancel).await
+        self.relay_until_result(HashMap::new(), out, cancel).await
     }
 
+    /// Resumes a parked turn: `content` must answer every awaited call (tool results, in
+    /// any order; other blocks go with the last result, since a CLI mid-turn takes no user
+    /// message). The CLI gets the results as the answers to its `tools/call` requests, and
+    /// the model's next message is relayed as this turn.
+    async fn resume(
+        &mut self,
+        content: Vec<ContentBlock>,
+        out: &mpsc::Sender<TurnItem>,
+        cancel: &CancellationToken,
+    ) -> TurnOutcome {
+        let awaiting = self.awaiting_tools().to_vec();
+        let mut answers: HashMap<String, (Vec<ContentBlock>, bool)> = HashMap::new();
+        let mut extra = Vec::new();
+        for block in content {
+            match block {
+                ContentBlock::ToolResult {
+                    tool_use_id,
+                    content,
+                    is_error,
+                } => {
+                    if !awaiting.contains(&tool_use_id) {
+                        return resume_error(format!(
+                            "tool_result for an unknown tool call {tool_use_id:?}; the calls \
+                             awaiting a result are {awaiting:?}"
+                        ));
+                    }
+                    if answers
+                        .insert(tool_use_id.clone(), (content, is_error))
+                        .is_some()
+                    {
+                        return resume_error(format!(
+                            "more than one tool_result for the tool call {tool_use_id:?}"
+                        ));
+                    }
+                }
+                other => extra.push(other),
+            }
+        }
+        let missing: Vec<&String> = awaiting
+            .iter()
+            .filter(|id| !answers.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            return resume_error(format!(
+                "the tool calls {missing:?} have no tool_result; each tool_use needs one"
+            ));
+        }
+        if let Some(last) = awaiting.last().and_then(|id| answers.get_mut(id)) {
+            last.0.extend(extra);
+        }
+        let Some(parked) = self.parked.take() else {
+            return resume_error("no tool call is awaiting a result".into());
+        };
+        // The first call's request has usually arrived already; the CLI sends the next one
+        // once the previous is answered, so the others are answered as they come.
+        for call in parked.requests {
+            let Some((content, is_error)) = answers.remove(&call.tool_use_id) else {
+                self.mark_broken(format!("unexpected tool call {}", call.tool_use_id));
+                return TurnOutcome::failed("the CLI asked for a tool call it had not made");
+            };
+            if let Err(e) = self.answer_call(call, &content, is_error).await {
+                return TurnOutcome::failed(e.to_string());
+            }
+        }
+        self.relay_until_result(answers, out, cancel).await
+    }
+
+    /// Relays the turn to `out` until its `result`, or until it parks on client tool calls.
+    /// `answers` are client tool results to give the CLI as it asks for them.
     async fn relay_until_result(
         &mut self,
+        mut answers: HashMap<String, (Vec<ContentBlock>, bool)>,
         out: &mpsc::Sender<TurnItem>,
         cancel: &CancellationToken,
     ) -> TurnOutcome {
@@ -484,9 +763,11 @@ impl Worker {
         let grace = self.settings.interrupt_grace;
         // Set once the CLI has been asked to stop: until when it may take, and why.
         let mut stopping: Option<(tokio::time::Instant, Option<String>)> = None;
+        let mut message = MessageAnswer::default();
+        let mut answer: Option<Vec<ContentBlock>> = None;
         let mut streamed_text = String::new();
         let mut check = StreamCheck::default();
-        let mut answer = RelayedText::default();
+        let mut calls: VecDeque<CallRequest> = VecDeque::new();
         loop {
             let wait = match stopping {
                 Some((deadline, _)) => {
@@ -532,29 +813,75 @@ impl Worker {
                         if !check.observe(&event) || stopping.is_some() {
                             continue;
                         }
-                        if let Some(event) = event.to_turn_event() {
-                            if let TurnEvent::BlockDelta {
-                                delta: BlockDelta::Text(text),
-                                ..
-                            } = &event
-                            {
-                                streamed_text.push_str(text);
-                            }
-                            answer.record(&event);
-                            if out.send(TurnItem::Event(event)).await.is_err() {
-                                stopping = Some(self.interrupt(None).await);
-                            }
+                        let Some(event) = event.to_turn_event() else {
+                            continue;
+                        };
+                        message.observe(&event);
+                        let event = client_facing(event);
+                        if let TurnEvent::BlockDelta {
+                            delta: BlockDelta::Text(text),
+                            ..
+                        } = &event
+                        {
+                            streamed_text.push_str(text);
                         }
+                        let ended = event == TurnEvent::MessageStop;
+                        if out.send(TurnItem::Event(event)).await.is_err() {
+                            stopping = Some(self.interrupt(None).await);
+                            continue;
+                        }
+                        if !ended {
+                            continue;
+                        }
+                        let done = std::mem::take(&mut message);
+                        if done.stop_reason == Some(StopReason::ToolUse)
+                            && !done.client_calls.is_empty()
+                        {
+                            // The CLI now waits on the client: the turn ends here, parked.
+                            let awaiting = done.client_calls.clone();
+                            let outcome = TurnOutcome {
+                                status: TurnStatus::Completed,
+                                stop_reason: Some(StopReason::ToolUse),
+                                usage: done.usage,
+                                text: done.text(),
+                                structured_output: None,
+                                streamed_text: std::mem::take(&mut streamed_text),
+                                answer: answer.unwrap_or(done.blocks),
+                                awaiting_tools: awaiting.clone(),
+                            };
+                            self.parked = Some(Parked {
+                                awaiting,
+                                requests: std::mem::take(&mut calls),
+                            });
+                            return outcome;
+                        }
+                        answer.get_or_insert(done.blocks);
                     }
+                    CliEvent::Mcp {
+                        request_id,
+                        request,
+                    } => match self.serve_mcp(request_id, request).await {
+                        Ok(Some(call)) => match answers.remove(&call.tool_use_id) {
+                            Some((content, is_error)) => {
+                                if let Err(e) = self.answer_call(call, &content, is_error).await {
+                                    return TurnOutcome::failed(e.to_string());
+                                }
+                            }
+                            None if stopping.is_some() => {
+                                let _ = self.answer_call(call, &[], true).await;
+                            }
+                            None => calls.push_back(call),
+                        },
+                        Ok(None) => {}
+                        Err(e) => return TurnOutcome::failed(e.to_string()),
+                    },
                     CliEvent::Result(result) => {
                         let mut outcome = result.outcome();
                         if stopping.is_none() {
                             check.judge(&mut outcome);
                         }
                         outcome.streamed_text = std::mem::take(&mut streamed_text);
-                        if outcome.answer.is_empty() {
-                            outcome.answer = std::mem::take(&mut answer).blocks;
-                        }
+                        outcome.answer = answer.take().unwrap_or(message.blocks);
                         if let Some((_, Some(failure))) = stopping {
                             // The watchdog fired: the turn failed even if the CLI ended it.
                             self.mark_broken(failure.clone());
@@ -606,6 +933,36 @@ impl Worker {
         }
     }
 
+    /// Ends a parked turn whose client did not come back: the CLI is interrupted while it
+    /// waits on the tool calls, which are answered as failed, and the turn ends.
+    async fn end_parked_turn(&mut self, limit: Duration) -> Result<(), WorkerError> {
+        let Some(parked) = self.parked.take() else {
+            return Ok(());
+        };
+        self.interrupt(None).await;
+        for call in parked.requests {
+            self.answer_call(call, &[], true).await?;
+        }
+        let wait = async {
+            loop {
+                match self.events.next().await {
+                    Some(Ok(CliEvent::Result(_))) => return Ok(()),
+                    Some(Ok(CliEvent::Mcp {
+                        request_id,
+                        request,
+                    })) => self.serve_mcp_aside(request_id, request).await?,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(WorkerError::Exited(self.stderr_summary())),
+                }
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(WorkerError::Timeout(limit)),
+        }
+    }
+
     /// Removes the container now and waits for it.
     pub async fn remove(mut self) {
         self.removed = true;
@@ -636,38 +993,119 @@ impl Drop for Worker {
     }
 }
 
-/// The text blocks of the answer a turn relayed, in order: what the client will resend as
-/// the assistant message (the pool's affinity compares them). Thinking is left out.
-#[derive(Default)]
-struct RelayedText {
-    blocks: Vec<ContentBlock>,
-    /// Upstream block index → position in `blocks`, for the current upstream message.
-    open: std::collections::HashMap<u32, usize>,
+/// Tool results in a new user message, with no parked turn to take them: a CLI takes tool
+/// results only as answers to its own calls, so they go into the replayed history, and the
+/// rest of the message is sent as the prompt.
+fn results_into_history(
+    mut history: Vec<HistoryMessage>,
+    content: Vec<ContentBlock>,
+) -> (Vec<HistoryMessage>, Vec<ContentBlock>) {
+    let (results, rest): (Vec<ContentBlock>, Vec<ContentBlock>) = content
+        .into_iter()
+        .partition(|b| matches!(b, ContentBlock::ToolResult { .. }));
+    if !results.is_empty() {
+        history.push(HistoryMessage {
+            role: Role::User,
+            content: results,
+        });
+    }
+    (history, rest)
 }
 
-impl RelayedText {
-    fn record(&mut self, event: &TurnEvent) {
+/// One upstream message as the client will send it back: its text and client tool calls.
+#[derive(Debug, Default)]
+struct MessageAnswer {
+    blocks: Vec<ContentBlock>,
+    /// Upstream block index → position in `blocks`.
+    positions: HashMap<u32, usize>,
+    /// The tool-use ids of the client tool calls, in order.
+    client_calls: Vec<String>,
+    usage: Usage,
+    stop_reason: Option<StopReason>,
+}
+
+impl MessageAnswer {
+    /// Takes in one event of the message, as the upstream sent it (model-facing names).
+    fn observe(&mut self, event: &TurnEvent) {
         match event {
-            TurnEvent::MessageStart { .. } => self.open.clear(),
-            TurnEvent::BlockStart {
-                index,
-                block: BlockKind::Text,
-            } => {
-                self.open.insert(*index, self.blocks.len());
-                self.blocks.push(ContentBlock::Text(String::new()));
+            TurnEvent::MessageStart { usage, .. } => self.usage = *usage,
+            TurnEvent::BlockStart { index, block } => {
+                let block = match block {
+                    BlockKind::Text => ContentBlock::Text(String::new()),
+                    BlockKind::ToolUse { id, name } => match mcp::client_name(name) {
+                        Some(name) => {
+                            self.client_calls.push(id.clone());
+                            ContentBlock::ToolUse {
+                                id: id.clone(),
+                                name: name.to_string(),
+                                input: String::new(),
+                            }
+                        }
+                        None => return,
+                    },
+                    _ => return,
+                };
+                self.positions.insert(*index, self.blocks.len());
+                self.blocks.push(block);
             }
-            TurnEvent::BlockDelta {
-                index,
-                delta: BlockDelta::Text(text),
-            } => {
-                if let Some(ContentBlock::Text(t)) =
-                    self.open.get(index).and_then(|&i| self.blocks.get_mut(i))
-                {
-                    t.push_str(text);
+            TurnEvent::BlockDelta { index, delta } => {
+                let Some(&at) = self.positions.get(index) else {
+                    return;
+                };
+                match (&mut self.blocks[at], delta) {
+                    (ContentBlock::Text(text), BlockDelta::Text(more)) => text.push_str(more),
+                    (ContentBlock::ToolUse { input, .. }, BlockDelta::InputJson(more)) => {
+                        input.push_str(more)
+                    }
+                    _ => {}
                 }
             }
-            _ => {}
+            TurnEvent::MessageDelta {
+                stop_reason, usage, ..
+            } => {
+                self.stop_reason = stop_reason.clone();
+                self.usage.output_tokens = usage.output_tokens;
+            }
+            TurnEvent::BlockStop { index } => {
+                // A call without input deltas has the empty object as its input.
+                if let Some(&at) = self.positions.get(index) {
+                    if let ContentBlock::ToolUse { input, .. } = &mut self.blocks[at] {
+                        if input.is_empty() {
+                            input.push_str("{}");
+                        }
+                    }
+                }
+            }
+            TurnEvent::MessageStop => {}
         }
+    }
+
+    /// The message's text blocks, joined.
+    fn text(&self) -> String {
+        self.blocks
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// An event as the client sees it: a client tool under the client's own name.
+fn client_facing(event: TurnEvent) -> TurnEvent {
+    match event {
+        TurnEvent::BlockStart {
+            index,
+            block: BlockKind::ToolUse { id, name },
+        } => {
+            let name = mcp::client_name(&name).map(str::to_string).unwrap_or(name);
+            TurnEvent::BlockStart {
+                index,
+                block: BlockKind::ToolUse { id, name },
+            }
+        }
+        other => other,
     }
 }
 

@@ -430,6 +430,7 @@ async fn client_text_is_never_a_file_mention_and_images_and_models_reach_the_ups
             },
         ],
         model: Some("claude-haiku-4-5".into()),
+        ..TurnRequest::default()
     };
     let (_, outcome) = pool
         .run(&LaunchProfile::default(), &anon(), request)
@@ -488,6 +489,7 @@ async fn a_history_the_worker_did_not_produce_is_replayed_in_order() {
         ],
         content: vec![ContentBlock::Text("third question".into())],
         model: None,
+        ..TurnRequest::default()
     };
     let owner = OwnerKey::new("replay");
     let (events, outcome) = pool

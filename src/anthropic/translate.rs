@@ -97,6 +97,7 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
             history,
             content,
             model: Some(request.model),
+            ..TurnRequest::default()
         },
         stop_sequences,
         include_thinking,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::cli::mcp;
 use crate::credentials::Credentials;
 use crate::domain::LaunchProfile;
 
@@ -82,6 +83,12 @@ pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> 
         argv.push("--tools".to_string());
         argv.push(String::new());
     }
+    // Every process hosts the in-band server of the client's tools. With no client tools its
+    // list is empty, and the upstream request is the same as without it (measured).
+    argv.push("--mcp-config".to_string());
+    argv.push(mcp::mcp_config());
+    argv.push("--allowedTools".to_string());
+    argv.push(mcp::allowed_tools());
     if let Some(model) = profile.model.as_ref().or(settings.model.as_ref()) {
         argv.push("--model".to_string());
         argv.push(model.clone());
@@ -209,6 +216,10 @@ mod tests {
         assert_eq!(argv[model + 1], "claude-haiku-4-5");
         assert_eq!(argv.iter().filter(|a| *a == "--model").count(), 1);
         assert!(!argv.iter().any(|a| a == "--system-prompt"));
+        let argv = cli_argv(&CliSettings::default(), &LaunchProfile::default());
+        let after = |flag: &str| argv[argv.iter().position(|a| a == flag).expect(flag) + 1].clone();
+        assert!(after("--mcp-config").contains(r#""type":"sdk""#));
+        assert_eq!(after("--allowedTools"), "mcp__client__*");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 pub mod launch;
 pub mod lines;
+pub mod mcp;
 pub mod protocol;
 pub mod transcript;
 
 pub use launch::{CliSettings, cli_argv, cli_env, kill_cli_command, resume_args, with_pid_file};
 pub use lines::{LineError, ndjson_lines};
+pub use mcp::McpRequest;
 pub use protocol::{
     CliEvent, ControlRequest, ControlResult, Initialized, ResultLine, StdinLine, StreamEvent,
 };

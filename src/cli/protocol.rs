@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::cli::mcp::{self, McpRequest};
 use crate::domain::{
     BlockDelta, BlockKind, ContentBlock, ModelInfo, StopReason, TurnEvent, TurnOutcome, TurnStatus,
     Usage,
@@ -24,6 +25,12 @@ pub enum StdinLine {
         request_id: String,
         request: ControlRequest,
     },
+    /// The in-band MCP server's answer to the CLI's `mcp_message` request `request_id`.
+    McpResponse {
+        request_id: String,
+        /// The JSON-RPC answer (see `cli::mcp`).
+        message: Value,
+    },
 }
 
 /// The control requests ccpool sends.
@@ -39,6 +46,8 @@ pub enum ControlRequest {
         target: String,
         last_seen: String,
     },
+    /// A JSON-RPC message from the in-band MCP server to the CLI (a notification).
+    McpMessage(Value),
 }
 
 impl StdinLine {
@@ -68,9 +77,25 @@ impl StdinLine {
                         "target_message_uuid": target,
                         "last_seen_user_message_uuid": last_seen,
                     }),
+                    ControlRequest::McpMessage(message) => json!({
+                        "subtype": "mcp_message",
+                        "server_name": mcp::SERVER,
+                        "message": message,
+                    }),
                 };
                 json!({"type": "control_request", "request_id": request_id, "request": request})
             }
+            StdinLine::McpResponse {
+                request_id,
+                message,
+            } => json!({
+                "type": "control_response",
+                "response": {
+                    "subtype": "success",
+                    "request_id": request_id,
+                    "response": {"mcp_response": message},
+                },
+            }),
         };
         value.to_string()
     }
@@ -172,6 +197,15 @@ pub enum CliEvent {
         request_id: String,
         result: ControlResult,
     },
+    /// The CLI's JSON-RPC message for the in-band MCP server (answered with
+    /// `StdinLine::McpResponse` under the same id).
+    Mcp {
+        request_id: String,
+        request: McpRequest,
+    },
+    /// A control request of another kind from the CLI (ccpool registers no hooks or
+    /// permission callbacks, so none is expected): carries the subtype for logs.
+    ControlRequest { request_id: String, subtype: String },
     /// A line of a known kind that ccpool does not act on (`system`, `assistant`, `user`, …),
     /// or of an unknown kind: carries the `type` for logs.
     Other(String),
@@ -290,6 +324,21 @@ struct StreamLine {
 }
 
 #[derive(Deserialize)]
+struct ControlRequestLine {
+    request_id: String,
+    request: ControlRequestBody,
+}
+
+#[derive(Deserialize)]
+struct ControlRequestBody {
+    subtype: String,
+    #[serde(default)]
+    server_name: String,
+    #[serde(default)]
+    message: Value,
+}
+
+#[derive(Deserialize)]
 struct ControlResponseLine {
     response: ControlResponseBody,
 }
@@ -339,6 +388,21 @@ impl CliEvent {
                 CliEvent::ControlResponse {
                     request_id: l.response.request_id,
                     result,
+                }
+            }
+            "control_request" => {
+                let l: ControlRequestLine =
+                    serde_json::from_str(line).map_err(err("control_request"))?;
+                if l.request.subtype == "mcp_message" && l.request.server_name == mcp::SERVER {
+                    CliEvent::Mcp {
+                        request_id: l.request_id,
+                        request: McpRequest::parse(&l.request.message),
+                    }
+                } else {
+                    CliEvent::ControlRequest {
+                        request_id: l.request_id,
+                        subtype: l.request.subtype,
+                    }
                 }
             }
             other => CliEvent::Other(other.to_string()),

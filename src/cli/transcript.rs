@@ -3,8 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::cli::mcp;
 use crate::cli::protocol::content_json;
-use crate::domain::{HistoryMessage, Role};
+use crate::domain::{ContentBlock, HistoryMessage, Role};
 
 /// The CLI version the transcript lines claim (the pinned one).
 const CLI_VERSION: &str = "2.1.327";
@@ -28,7 +29,11 @@ pub fn transcript(
     for (i, message) in history.iter().enumerate() {
         let uuid = uuid::Uuid::new_v4().to_string();
         let timestamp = format!("2026-01-01T00:00:{:02}.{:03}Z", (i / 1000) % 60, i % 1000);
-        let content: Vec<Value> = message.content.iter().map(content_json).collect();
+        let content: Vec<Value> = message
+            .content
+            .iter()
+            .map(|block| content_json(&model_facing(block)))
+            .collect();
         let (kind, body) = match message.role {
             Role::User => ("user", json!({"role": "user", "content": content})),
             Role::Assistant => (
@@ -39,7 +44,7 @@ pub fn transcript(
                     "role": "assistant",
                     "model": "",
                     "content": content,
-                    "stop_reason": "end_turn",
+                    "stop_reason": if message.content.iter().any(|b| matches!(b, ContentBlock::ToolUse { .. })) { "tool_use" } else { "end_turn" },
                     "stop_sequence": null,
                     "usage": {"input_tokens": 0, "output_tokens": 0},
                 }),
@@ -65,10 +70,21 @@ pub fn transcript(
     (out, first)
 }
 
+/// A block as the model saw it: a client tool's call under the name the CLI offers it by.
+fn model_facing(block: &ContentBlock) -> ContentBlock {
+    match block {
+        ContentBlock::ToolUse { id, name, input } => ContentBlock::ToolUse {
+            id: id.clone(),
+            name: mcp::model_name(name),
+            input: input.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ContentBlock;
 
     #[test]
     fn lines_chain_by_parent_uuid_in_order() {

@@ -78,6 +78,7 @@ pub fn to_chat(
             history,
             content,
             model: Some(model),
+            ..TurnRequest::default()
         },
         stop_sequences: stop_sequences(request.stop.as_ref())?,
         include_thinking: options.reasoning_content,

@@ -54,6 +54,11 @@ impl Worker {
     /// this one: a rewind to its first message (a few milliseconds), or, when that cannot be
     /// done cleanly, a new CLI process in the same container. The container's files stay.
     pub async fn reset(&mut self, limit: std::time::Duration) -> Result<(), WorkerError> {
+        if self.parked.is_some() {
+            self.end_parked_turn(limit)
+                .await
+                .inspect_err(|e| self.mark_broken(format!("ending a parked turn: {e}")))?;
+        }
         let Some(conversation) = self.conversation.take() else {
             return Ok(());
         };

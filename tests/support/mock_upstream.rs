@@ -9,8 +9,16 @@
 //! `[[think]]`, `[[tool]]`, `[[max]]`, `[[long]]`, `[[slow]]`, `[[midfail]]`,
 //! `[[e400]]`, `[[e401]]`, `[[e403]]`, `[[e429]]`, `[[e500]]`, `[[e529]]`.
 //! Without a keyword the reply is `"Echo: " + PROMPT`, PROMPT being the last
-//! text block of the last user message. A last user message carrying a
-//! `tool_result` block is answered with `"Tool said: " + <tool output>`.
+//! text block of the last user message. A last user message carrying
+//! `tool_result` blocks is answered with `"Tool said: "` and every result in
+//! order, joined with `" | "` (`"[error] "` before a failed one, `"[image]"`
+//! for an image).
+//!
+//! Client-defined tools (offered as `mcp__client__NAME` by the CLI): `[[call]]`
+//! calls the first one, `[[call2]]` makes two parallel calls (the first two
+//! tools, or the first twice), `[[textcall]]` writes a sentence and then calls
+//! the first one. The input is `[[input:{…}]]` from the prompt, else
+//! `{"q": PROMPT}` (and `{"q": PROMPT, "n": 2}` for the second call).
 #![allow(dead_code)]
 
 use std::io;
@@ -40,6 +48,10 @@ pub const MIDFAIL_DELTAS: usize = 3;
 pub const TOOL_PREAMBLE: &str = "I'll run a command.";
 /// Command the mock asks the CLI to run in `[[tool]]`.
 pub const TOOL_COMMAND: &str = "echo tool-ran";
+/// Text of the text block preceding the client tool call in `[[textcall]]`.
+pub const CALL_PREAMBLE: &str = "Let me check.";
+/// How the CLI names the client's tools to the model.
+pub const CLIENT_TOOL_PREFIX: &str = "mcp__client__";
 /// Thinking deltas of the `[[think]]` scenario.
 pub const THINKING_DELTAS: [&str; 2] = ["Let me think ", "about this carefully."];
 /// Signature of the thinking block of the `[[think]]` scenario.
@@ -143,6 +155,71 @@ impl RecordedRequest {
             .map(|b| {
                 strip_system_reminders(&content_text(b.get("content").unwrap_or(&Value::Null)))
             })
+    }
+
+    /// Every `tool_result` block of the last user message, in order: its
+    /// tool-use id, whether it is an error, and its text without the
+    /// `<system-reminder>` sections the CLI appends (an image is `"[image]"`).
+    pub fn tool_results(&self) -> Vec<(String, bool, String)> {
+        let Some(blocks) = self
+            .last_user_message()
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_array)
+        else {
+            return Vec::new();
+        };
+        blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .map(|b| {
+                let content = b.get("content").unwrap_or(&Value::Null);
+                let text = match content {
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                            Some("text") => {
+                                p.get("text").and_then(Value::as_str).map(str::to_string)
+                            }
+                            Some("image") => Some("[image]".to_string()),
+                            _ => None,
+                        })
+                        .map(|t| strip_system_reminders(&t).trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    other => strip_system_reminders(&content_text(other))
+                        .trim()
+                        .to_string(),
+                };
+                (
+                    b.get("tool_use_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    b.get("is_error").and_then(Value::as_bool) == Some(true),
+                    text,
+                )
+            })
+            .collect()
+    }
+
+    /// The client-defined tools the request offers (`mcp__client__…`), in order.
+    pub fn client_tools(&self) -> Vec<Value> {
+        self.body
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter(|t| {
+                        t.get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.starts_with(CLIENT_TOOL_PREFIX))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The whole body serialized (for "contains no trace of X" checks).
@@ -546,11 +623,17 @@ struct Reply {
 }
 
 impl Reply {
-    /// Fills in the per-message tool_use ids.
+    /// Fills in the per-message tool_use ids: `toolu_mock_N`, then `toolu_mock2_N`, ….
     fn with_ids(mut self, n: u64) -> Reply {
+        let mut k = 0;
         for b in &mut self.blocks {
             if let Block::ToolUse { id, .. } = b {
-                *id = format!("toolu_mock_{n}");
+                k += 1;
+                *id = if k == 1 {
+                    format!("toolu_mock_{n}")
+                } else {
+                    format!("toolu_mock{k}_{n}")
+                };
             }
         }
         self
@@ -615,8 +698,55 @@ fn plan(rec: &RecordedRequest) -> Planned {
         }
         deltas.truncate(MIDFAIL_DELTAS);
         blocks.push(Block::Text(deltas));
-    } else if let Some(result) = rec.last_user_tool_result() {
-        blocks.push(Block::Text(split_words(&format!("Tool said: {result}"))));
+    } else if !rec.tool_results().is_empty() {
+        let said: Vec<String> = rec
+            .tool_results()
+            .into_iter()
+            .map(|(_, is_error, text)| {
+                if is_error {
+                    format!("[error] {text}")
+                } else {
+                    text
+                }
+            })
+            .collect();
+        blocks.push(Block::Text(split_words(&format!(
+            "Tool said: {}",
+            said.join(" | ")
+        ))));
+    } else if (has("[[call]]") || has("[[call2]]") || has("[[textcall]]"))
+        && !rec.client_tools().is_empty()
+    {
+        let tools = rec.client_tools();
+        let name = |i: usize| {
+            tools[i.min(tools.len() - 1)]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let prompt = rec.last_user_prompt();
+        let first = text
+            .split("[[input:")
+            .nth(1)
+            .and_then(|rest| rest.rsplit_once("]]").map(|(json, _)| json.to_string()))
+            .unwrap_or_else(|| Obj::new().str("q", &prompt).end());
+        if has("[[textcall]]") {
+            blocks.push(Block::Text(split_words(CALL_PREAMBLE)));
+        }
+        blocks.push(Block::ToolUse {
+            id: String::new(),
+            name: name(0),
+            chunks: chunk_chars(&first, 16),
+        });
+        if has("[[call2]]") {
+            let second = Obj::new().str("q", &prompt).num("n", 2).end();
+            blocks.push(Block::ToolUse {
+                id: String::new(),
+                name: name(1),
+                chunks: chunk_chars(&second, 16),
+            });
+        }
+        stop_reason = "tool_use";
     } else if rec.offers_tool("StructuredOutput") {
         // `--json-schema`: answer through the StructuredOutput tool, with the object given
         // as `[[json:{…}]]` in the prompt, else `{"answer": PROMPT}`.
