@@ -355,6 +355,7 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
         stop_sequences: Vec::new(),
         include_thinking: false,
         structured: false,
+        forced_tool: None,
     };
     async fn drain(mut stream: ccpool::chat::ChatStream, started: Instant) -> (Duration, String) {
         let (mut first, mut text) = (None, String::new());

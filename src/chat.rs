@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 
 use crate::domain::{
-    BlockDelta, BlockKind, LaunchProfile, OwnerKey, StopReason, TurnEvent, TurnItem, TurnOutcome,
-    TurnRequest, TurnStatus, Usage,
+    BlockDelta, BlockKind, LaunchProfile, OwnerKey, StopReason, ToolChoice, TurnEvent, TurnItem,
+    TurnOutcome, TurnRequest, TurnStatus, Usage,
 };
 use crate::pool::{PoolError, TurnStream, WarmPool};
 use crate::sessions::{SessionError, SessionOptions, Sessions};
@@ -32,6 +32,94 @@ pub struct ChatRequest {
     /// end (`ChatEnd::structured_output`); no block is relayed, and the CLI's second upstream
     /// turn is part of the request.
     pub structured: bool,
+    /// Set by `force_tool`: the structured answer is presented as this tool call.
+    pub forced_tool: Option<ForcedTool>,
+}
+
+/// A tool call the client forced (`tool_choice` any or a named tool). The CLI has no switch
+/// for it, so the request is answered through `--json-schema`, and the validated object is
+/// presented as the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForcedTool {
+    /// The object is this tool's input (its input schema is the JSON schema).
+    One(String),
+    /// Any of several tools: the object is `{"call": {"name": …, "input": …}}`.
+    AnyOf,
+}
+
+impl ChatRequest {
+    /// Turns a forced `tool_choice` into a structured request whose answer is a call: the JSON
+    /// schema is the tool's input schema (or, for `Any` over several tools, a choice of
+    /// `{name, input}` objects), no tool is offered, and `forced_tool` says how to present the
+    /// object. Exact: the call's name and an input valid against the schema. Approximate: the
+    /// model answers through the CLI's `StructuredOutput` tool, the call's id is ccpool's, the
+    /// worker is not parked (the results replay the history), and a worker is started for
+    /// that schema. Nothing changes for `Auto` and `None`; a named tool that is not offered is
+    /// an error.
+    pub fn force_tool(&mut self) -> Result<(), String> {
+        let tools = &self.turn.tools;
+        let (schema, forced) = match &self.turn.tool_choice {
+            ToolChoice::Auto | ToolChoice::None => return Ok(()),
+            ToolChoice::Tool(name) => {
+                let tool = tools.iter().find(|t| &t.name == name).ok_or_else(|| {
+                    format!("tool_choice names the tool {name:?}, which is not in tools")
+                })?;
+                (tool.input_schema.clone(), ForcedTool::One(name.clone()))
+            }
+            ToolChoice::Any => match tools.as_slice() {
+                [] => {
+                    return Err("tool_choice requires a tool call, but no tools were given".into());
+                }
+                [tool] => (
+                    tool.input_schema.clone(),
+                    ForcedTool::One(tool.name.clone()),
+                ),
+                several => {
+                    let choices: Vec<serde_json::Value> = several
+                        .iter()
+                        .map(|t| {
+                            serde_json::json!({
+                                "type": "object",
+                                "properties": {
+                                    "name": {"const": t.name},
+                                    "input": serde_json::from_str::<serde_json::Value>(&t.input_schema)
+                                        .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
+                                },
+                                "required": ["name", "input"],
+                            })
+                        })
+                        .collect();
+                    let schema = serde_json::json!({
+                        "type": "object",
+                        "properties": {"call": {"anyOf": choices}},
+                        "required": ["call"],
+                    });
+                    (schema.to_string(), ForcedTool::AnyOf)
+                }
+            },
+        };
+        self.profile.json_schema = Some(schema);
+        self.turn.tools = Vec::new();
+        self.turn.tool_choice = ToolChoice::Auto;
+        self.structured = true;
+        self.forced_tool = Some(forced);
+        Ok(())
+    }
+}
+
+/// The call a forced request's structured output stands for: (tool name, input JSON).
+fn forced_call(forced: &ForcedTool, object: &str) -> Option<(String, String)> {
+    match forced {
+        ForcedTool::One(name) => Some((name.clone(), object.to_string())),
+        ForcedTool::AnyOf => {
+            let value: serde_json::Value = serde_json::from_str(object).ok()?;
+            let call = value.get("call")?;
+            Some((
+                call.get("name")?.as_str()?.to_string(),
+                call.get("input")?.to_string(),
+            ))
+        }
+    }
 }
 
 /// What a chat stream yields: events of one message, then one `End`.
@@ -133,8 +221,15 @@ pub async fn start(
     pool: &WarmPool,
     sessions: &Sessions,
     target: Target,
-    request: ChatRequest,
+    mut request: ChatRequest,
 ) -> Result<Started, StartError> {
+    if request.forced_tool.is_none() {
+        // The dialects check tool names first; what is left falls back to the model's choice.
+        if let Err(why) = request.force_tool() {
+            tracing::debug!(why = %why, "tool_choice not forced");
+        }
+    }
+    let forced = request.forced_tool.clone();
     let structured = request.structured;
     let mode = |agentic: bool| match (structured, agentic) {
         (true, _) => Mode::Structured,
@@ -155,7 +250,8 @@ pub async fn start(
                 request.stop_sequences,
                 request.include_thinking,
                 mode(false),
-            );
+            )
+            .forcing(forced);
             Ok(Started {
                 stream,
                 session: None,
@@ -171,7 +267,8 @@ pub async fn start(
                 request.stop_sequences,
                 request.include_thinking,
                 mode(turn.agentic),
-            );
+            )
+            .forcing(forced);
             Ok(Started {
                 stream,
                 session: Some(SessionStarted {
@@ -206,6 +303,10 @@ pub struct ChatStream {
     usage: Usage,
     /// Text deltas relayed, the output-token estimate when a stop sequence cuts the message.
     deltas: u64,
+    /// A forced tool call: the structured output is relayed as that call.
+    forced: Option<ForcedTool>,
+    /// The first upstream message's id and model (for a forced call's message).
+    first_message: Option<(String, String)>,
     done: bool,
 }
 
@@ -251,8 +352,16 @@ impl ChatStream {
             stop_reason: None,
             usage: Usage::default(),
             deltas: 0,
+            forced: None,
+            first_message: None,
             done: false,
         }
+    }
+
+    /// Presents a structured answer as the forced tool call (see `ChatRequest::force_tool`).
+    pub fn forcing(mut self, forced: Option<ForcedTool>) -> Self {
+        self.forced = forced;
+        self
     }
 
     fn relaying(&self) -> bool {
@@ -267,10 +376,11 @@ impl ChatStream {
     fn on_event(&mut self, event: TurnEvent) {
         if self.mode == Mode::Structured {
             // The object arrives with the result; the tool call that carries it is not text.
-            if let TurnEvent::MessageStart { usage, .. } = event {
+            if let TurnEvent::MessageStart { id, model, usage } = event {
                 if !self.started {
                     self.started = true;
                     self.usage = usage;
+                    self.first_message = Some((id, model));
                 }
             }
             return;
@@ -436,7 +546,16 @@ impl ChatStream {
                 end.stop_sequence = sequence;
             }
             (None, TurnStatus::Completed) if self.mode == Mode::Structured => {
+                let call = match (&self.forced, &outcome.structured_output) {
+                    (Some(forced), Some(object)) => forced_call(forced, object),
+                    _ => None,
+                };
                 match outcome.structured_output {
+                    Some(_) if call.is_some() => {
+                        let (name, input) = call.unwrap_or_default();
+                        self.push_forced_call(name, input, usage);
+                        end.stop_reason = Some(StopReason::ToolUse);
+                    }
                     Some(object) => {
                         end.stop_reason = Some(StopReason::EndTurn);
                         end.structured_output = Some(object);
@@ -472,6 +591,35 @@ impl ChatStream {
         }
         self.out.push_back(ChatItem::End(end));
         self.done = true;
+    }
+}
+
+impl ChatStream {
+    /// The message of a forced tool call: one `tool_use` block with the whole input.
+    fn push_forced_call(&mut self, name: String, input: String, usage: Usage) {
+        let (id, model) = self.first_message.clone().unwrap_or_default();
+        let events = [
+            TurnEvent::MessageStart { id, model, usage },
+            TurnEvent::BlockStart {
+                index: 0,
+                block: BlockKind::ToolUse {
+                    id: format!("toolu_ccpool_{}", uuid::Uuid::new_v4().simple()),
+                    name,
+                },
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::InputJson(input),
+            },
+            TurnEvent::BlockStop { index: 0 },
+            TurnEvent::MessageDelta {
+                stop_reason: Some(StopReason::ToolUse),
+                stop_sequence: None,
+                usage,
+            },
+            TurnEvent::MessageStop,
+        ];
+        self.out.extend(events.into_iter().map(ChatItem::Event));
     }
 }
 
@@ -802,5 +950,119 @@ mod tests {
         assert_eq!(s.push(0, "café"), ("caf".to_string(), None));
         assert_eq!(s.push(0, "!tail"), (String::new(), Some("é!".to_string())));
         assert_eq!(s.flush(0), "");
+    }
+
+    fn tool(name: &str, schema: &str) -> crate::domain::ToolSpec {
+        crate::domain::ToolSpec {
+            name: name.into(),
+            description: None,
+            input_schema: schema.into(),
+        }
+    }
+
+    fn forced_request(choice: ToolChoice) -> ChatRequest {
+        ChatRequest {
+            owner: OwnerKey::anonymous(),
+            profile: LaunchProfile::default(),
+            turn: TurnRequest {
+                tools: vec![
+                    tool(
+                        "record",
+                        r#"{"type":"object","properties":{"answer":{"type":"integer"}}}"#,
+                    ),
+                    tool("other", r#"{"type":"object"}"#),
+                ],
+                tool_choice: choice,
+                ..TurnRequest::text("go")
+            },
+            stop_sequences: Vec::new(),
+            include_thinking: false,
+            structured: false,
+            forced_tool: None,
+        }
+    }
+
+    #[test]
+    fn a_forced_tool_becomes_a_json_schema_and_nothing_else_changes_otherwise() {
+        let mut named = forced_request(ToolChoice::Tool("record".into()));
+        named.force_tool().unwrap();
+        assert_eq!(named.forced_tool, Some(ForcedTool::One("record".into())));
+        assert_eq!(
+            named.profile.json_schema.as_deref(),
+            Some(r#"{"type":"object","properties":{"answer":{"type":"integer"}}}"#)
+        );
+        assert!(named.structured && named.turn.tools.is_empty());
+
+        let mut any = forced_request(ToolChoice::Any);
+        any.force_tool().unwrap();
+        assert_eq!(any.forced_tool, Some(ForcedTool::AnyOf));
+        let schema: serde_json::Value =
+            serde_json::from_str(any.profile.json_schema.as_deref().unwrap()).unwrap();
+        assert_eq!(schema["type"], "object");
+        assert_eq!(
+            schema["properties"]["call"]["anyOf"][1]["properties"]["name"]["const"],
+            "other"
+        );
+        assert_eq!(
+            forced_call(
+                &ForcedTool::AnyOf,
+                r#"{"call":{"name":"other","input":{"a":1}}}"#
+            ),
+            Some(("other".to_string(), r#"{"a":1}"#.to_string()))
+        );
+
+        let mut missing = forced_request(ToolChoice::Tool("nope".into()));
+        assert!(missing.force_tool().unwrap_err().contains("nope"));
+        for choice in [ToolChoice::Auto, ToolChoice::None] {
+            let mut plain = forced_request(choice.clone());
+            plain.force_tool().unwrap();
+            assert_eq!(plain, forced_request(choice));
+        }
+    }
+
+    #[test]
+    fn a_forced_call_is_relayed_as_one_tool_use_block() {
+        let stream = ChatStream::from_parts(
+            Box::pin(futures::stream::iter(recorded("json_schema_partial"))),
+            Box::new(|| {}),
+            Vec::new(),
+            false,
+            Mode::Structured,
+        )
+        .forcing(Some(ForcedTool::One("record".into())));
+        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
+        let events: Vec<&TurnEvent> = out
+            .iter()
+            .filter_map(|i| match i {
+                ChatItem::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(events[0], TurnEvent::MessageStart { .. }));
+        assert!(matches!(
+            events[1],
+            TurnEvent::BlockStart { index: 0, block: BlockKind::ToolUse { id, name } }
+                if name == "record" && id.starts_with("toolu_")
+        ));
+        assert_eq!(
+            events[2],
+            &TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::InputJson(r#"{"answer":42}"#.into())
+            }
+        );
+        assert!(matches!(
+            events[4],
+            TurnEvent::MessageDelta {
+                stop_reason: Some(StopReason::ToolUse),
+                ..
+            }
+        ));
+        let Some(ChatItem::End(end)) = out.last() else {
+            panic!("no end")
+        };
+        assert_eq!(end.stop_reason, Some(StopReason::ToolUse));
+        assert_eq!(end.structured_output, None);
+        assert_eq!(end.failure, None);
     }
 }

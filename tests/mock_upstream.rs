@@ -537,3 +537,89 @@ async fn bodies_can_be_dropped_from_the_log() {
     assert_eq!(got[0].header("x-api-key"), Some("sk-test"));
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_tools_are_called_and_their_results_echoed_in_order() {
+    let mock = MockUpstream::start().await;
+    let tools = json!([
+        {"name": "Bash", "input_schema": {"type": "object"}},
+        {"name": "mcp__client__get_time", "input_schema": {"type": "object"}},
+        {"name": "mcp__client__get_weather", "input_schema": {"type": "object"}}
+    ]);
+    let ask = |text: &str| {
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 100,
+            "tools": tools,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        })
+    };
+    let msg: Value = post(&mock, &ask(r#"[[call]] now [[input:{"zone":"UTC"}]]"#))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(msg["stop_reason"], "tool_use");
+    assert_eq!(msg["content"][0]["name"], "mcp__client__get_time");
+    assert_eq!(msg["content"][0]["input"], json!({"zone": "UTC"}));
+
+    let msg: Value = post(&mock, &ask("[[call2]] both"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let calls = msg["content"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1]["name"], "mcp__client__get_weather");
+    assert_eq!(calls[1]["input"], json!({"q": "[[call2]] both", "n": 2}));
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    assert!(
+        !calls[1]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(calls[0]["id"].as_str().unwrap()),
+        "no id is a prefix of another (the CLI mixes such results up)"
+    );
+
+    let msg: Value = post(&mock, &ask("[[textcall]] then"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(msg["content"][0]["text"], "Let me check.");
+    assert_eq!(msg["content"][1]["type"], "tool_use");
+
+    let answer = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "stream": true,
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": calls},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": calls[0]["id"], "content": [{"type": "text", "text": "noon"}]},
+                {"type": "tool_result", "tool_use_id": calls[1]["id"], "is_error": true, "content": "no city\n\n<system-reminder>\nx\n</system-reminder>"}
+            ]}
+        ]
+    });
+    let events = stream_events(&mock, &answer).await;
+    assert_eq!(sse_text(&events), "Tool said: noon | [error] no city");
+    let recorded = mock.message_requests();
+    assert_eq!(
+        recorded.last().unwrap().tool_results(),
+        vec![
+            (
+                calls[0]["id"].as_str().unwrap().to_string(),
+                false,
+                "noon".to_string()
+            ),
+            (
+                calls[1]["id"].as_str().unwrap().to_string(),
+                true,
+                "no city".to_string()
+            ),
+        ]
+    );
+    assert_eq!(recorded[0].client_tools().len(), 2);
+    mock.shutdown().await;
+}

@@ -102,6 +102,7 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
         stop_sequences,
         include_thinking,
         structured,
+        forced_tool: None,
     })
 }
 

@@ -83,6 +83,7 @@ pub fn to_chat(
         stop_sequences: stop_sequences(request.stop.as_ref())?,
         include_thinking: options.reasoning_content,
         structured,
+        forced_tool: None,
     };
     Ok(Translated {
         chat,
