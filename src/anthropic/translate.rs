@@ -7,7 +7,7 @@ use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
 use crate::domain::{
     BlockDelta, BlockKind, ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role,
-    TurnEvent, TurnRequest, Usage,
+    ToolChoice, ToolSpec, TurnEvent, TurnRequest, Usage,
 };
 
 use super::AnthropicError;
@@ -26,24 +26,8 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Anthropic
 
 /// A Messages API request as a chat request.
 pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatRequest, AnthropicError> {
-    if let Some(tools) = &request.tools {
-        if !tools.is_empty() {
-            return Err(AnthropicError::invalid(
-                "tools: client tools are not supported by ccpool yet; remove `tools` from the request",
-            ));
-        }
-    }
-    if let Some(choice) = &request.tool_choice {
-        let kind = choice
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !matches!(kind, "auto" | "none") {
-            return Err(AnthropicError::invalid(
-                "tool_choice: client tools are not supported by ccpool yet; remove `tool_choice` from the request",
-            ));
-        }
-    }
+    let tools = tools(request.tools.as_deref().unwrap_or_default())?;
+    let tool_choice = tool_choice(request.tool_choice.as_ref(), &tools)?;
     if request.max_tokens == 0 {
         return Err(AnthropicError::invalid("max_tokens: must be at least 1"));
     }
@@ -90,20 +74,120 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
             .then_some(request.max_tokens),
         effort: effort(output_config.effort)?,
     };
-    Ok(ChatRequest {
+    let mut chat = ChatRequest {
         owner: context.owner.clone(),
         profile,
         turn: TurnRequest {
             history,
             content,
             model: Some(request.model),
-            ..TurnRequest::default()
+            tools,
+            tool_choice,
         },
         stop_sequences,
         include_thinking,
         structured,
         forced_tool: None,
-    })
+    };
+    chat.force_tool()
+        .map_err(|why| AnthropicError::invalid(format!("tool_choice: {why}")))?;
+    Ok(chat)
+}
+
+/// The client's tools. Only custom tools (with an `input_schema`) can be honoured: the
+/// server and built-in tool types (web search, bash, text editor, computer use, …) get a 400
+/// that names them.
+fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, AnthropicError> {
+    let mut out: Vec<ToolSpec> = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        let at = format!("tools.{i}");
+        match tool.get("type").and_then(Value::as_str) {
+            None | Some("custom") => {}
+            Some(other) => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: \"{other}\" tools run on Anthropic's servers or in Claude's own harness, which ccpool cannot offer; only custom tools (name, description, input_schema) are supported"
+                )));
+            }
+        }
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(AnthropicError::invalid(format!(
+                "{at}.name: must match ^[a-zA-Z0-9_-]{{1,64}}$"
+            )));
+        }
+        if out.iter().any(|t| t.name == name) {
+            return Err(AnthropicError::invalid(format!(
+                "{at}.name: tool names must be unique; \"{name}\" appears twice"
+            )));
+        }
+        let schema = tool.get("input_schema");
+        if schema.and_then(|s| s.get("type")).and_then(Value::as_str) != Some("object") {
+            return Err(AnthropicError::invalid(format!(
+                "{at}.input_schema: a JSON schema object with \"type\": \"object\" is required"
+            )));
+        }
+        let description = match tool.get("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) => Some(d.clone()),
+            Some(_) => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.description: must be a string"
+                )));
+            }
+        };
+        out.push(ToolSpec {
+            name: name.to_string(),
+            description,
+            input_schema: schema.map(Value::to_string).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// `tool_choice`: `auto`, `any`, `tool` (with `name`) or `none`. `disable_parallel_tool_use`
+/// is accepted but not enforced: the CLI has no such switch.
+fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice, AnthropicError> {
+    let Some(choice) = choice else {
+        return Ok(ToolChoice::Auto);
+    };
+    let kind = choice
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let needs_tools = |choice: ToolChoice| {
+        if tools.is_empty() {
+            Err(AnthropicError::invalid(format!(
+                "tool_choice: \"{kind}\" requires tools"
+            )))
+        } else {
+            Ok(choice)
+        }
+    };
+    match kind {
+        "auto" => Ok(ToolChoice::Auto),
+        "none" => Ok(ToolChoice::None),
+        "any" => needs_tools(ToolChoice::Any),
+        "tool" => {
+            let name = choice
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(AnthropicError::invalid(format!(
+                    "tool_choice.name: \"{name}\" is not one of the tools"
+                )));
+            }
+            Ok(ToolChoice::Tool(name.to_string()))
+        }
+        other => Err(AnthropicError::invalid(format!(
+            "tool_choice.type: \"{other}\" is not one of auto, any, tool, none"
+        ))),
+    }
 }
 
 /// The JSON schema of `output_config.format` (or the beta's `output_format`), for the CLI's
@@ -263,9 +347,44 @@ fn content_blocks(
             },
             "image" => out.push(image(block.get("source"), &at, remote_images)?),
             "thinking" | "redacted_thinking" if role == Role::Assistant => {}
-            "tool_use" | "tool_result" | "server_tool_use" => {
+            "tool_use" if role == Role::Assistant => {
+                let id = block.get("id").and_then(Value::as_str).unwrap_or_default();
+                let name = block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let input = block.get("input").filter(|i| i.is_object());
+                match (id, name, input) {
+                    (id, name, Some(input)) if !id.is_empty() && !name.is_empty() => {
+                        out.push(ContentBlock::ToolUse {
+                            id: id.to_string(),
+                            name: name.to_string(),
+                            input: input.to_string(),
+                        })
+                    }
+                    _ => {
+                        return Err(AnthropicError::invalid(format!(
+                            "{at}: a tool_use block needs id, name and an input object"
+                        )));
+                    }
+                }
+            }
+            "tool_result" if role == Role::User => {
+                out.push(tool_result(block, &at, remote_images)?)
+            }
+            "tool_use" | "tool_result" => {
                 return Err(AnthropicError::invalid(format!(
-                    "{at}.type: \"{kind}\" blocks need client tools, which ccpool does not support yet"
+                    "{at}.type: \"{kind}\" blocks belong in {} messages",
+                    if kind == "tool_use" {
+                        "assistant"
+                    } else {
+                        "user"
+                    }
+                )));
+            }
+            "server_tool_use" | "web_search_tool_result" | "mcp_tool_use" | "mcp_tool_result" => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: \"{kind}\" blocks come from server tools, which ccpool cannot offer"
                 )));
             }
             "" => {
@@ -281,6 +400,69 @@ fn content_blocks(
         }
     }
     Ok(out)
+}
+
+/// A `tool_result` block: its content is a string or text and image blocks.
+fn tool_result(
+    block: &Value,
+    at: &str,
+    remote_images: bool,
+) -> Result<ContentBlock, AnthropicError> {
+    let tool_use_id = block
+        .get("tool_use_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            AnthropicError::invalid(format!("{at}.tool_use_id: a string is required"))
+        })?;
+    let is_error = match block.get("is_error") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(AnthropicError::invalid(format!(
+                "{at}.is_error: must be a boolean"
+            )));
+        }
+    };
+    let content = match block.get("content") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) if text.is_empty() => Vec::new(),
+        Some(Value::String(text)) => vec![ContentBlock::Text(text.clone())],
+        Some(Value::Array(parts)) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (k, part) in parts.iter().enumerate() {
+                let at = format!("{at}.content.{k}");
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(ContentBlock::Text(
+                        part.get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    )),
+                    Some("image") => out.push(image(part.get("source"), &at, remote_images)?),
+                    other => {
+                        return Err(AnthropicError::invalid(format!(
+                            "{at}.type: {} blocks in a tool_result are not supported by ccpool (text and image are)",
+                            other
+                                .map(|o| format!("\"{o}\""))
+                                .unwrap_or_else(|| "untyped".into())
+                        )));
+                    }
+                }
+            }
+            out
+        }
+        Some(_) => {
+            return Err(AnthropicError::invalid(format!(
+                "{at}.content: must be a string or a list of content blocks"
+            )));
+        }
+    };
+    Ok(ContentBlock::ToolResult {
+        tool_use_id: tool_use_id.to_string(),
+        content,
+        is_error,
+    })
 }
 
 fn image(
@@ -476,6 +658,8 @@ pub fn stream_event(event: &TurnEvent, id: &str, model: &str) -> Option<StreamEv
 #[derive(Default)]
 pub struct MessageBuilder {
     blocks: Vec<Option<ResponseBlock>>,
+    /// The input JSON of tool_use blocks, by block index, as it streamed.
+    inputs: std::collections::HashMap<usize, String>,
 }
 
 impl MessageBuilder {
@@ -493,6 +677,13 @@ impl MessageBuilder {
                 let Some(Some(block)) = self.blocks.get_mut(*index as usize) else {
                     return;
                 };
+                if let BlockDelta::InputJson(piece) = delta {
+                    self.inputs
+                        .entry(*index as usize)
+                        .or_default()
+                        .push_str(piece);
+                    return;
+                }
                 match (block, delta) {
                     (ResponseBlock::Text { text }, BlockDelta::Text(piece))
                     | (
@@ -512,7 +703,13 @@ impl MessageBuilder {
         }
     }
 
-    pub fn finish(self, end: &ChatEnd, id: &str, model: &str) -> Message {
+    pub fn finish(mut self, end: &ChatEnd, id: &str, model: &str) -> Message {
+        for (index, json) in std::mem::take(&mut self.inputs) {
+            if let Some(Some(ResponseBlock::ToolUse { input, .. })) = self.blocks.get_mut(index) {
+                *input = serde_json::from_str(&json)
+                    .unwrap_or_else(|_| Value::Object(Default::default()));
+            }
+        }
         Message {
             id: id.to_string(),
             kind: "message",
@@ -744,7 +941,7 @@ mod tests {
         );
         check_invalid(
             ok(
-                json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]}]}),
+                json!({"messages": [{"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]}, {"role": "user", "content": "hi"}]}),
             ),
             "tool_result",
         );
@@ -754,6 +951,150 @@ mod tests {
         assert!(not_object.message.contains("object"));
         // Empty tools and tool_choice auto are harmless and accepted.
         assert!(request(ok(json!({"tools": [], "tool_choice": {"type": "auto"}}))).is_ok());
+    }
+
+    fn weather_tool() -> Value {
+        json!({"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}})
+    }
+
+    #[test]
+    fn tools_tool_choice_and_tool_blocks_translate() {
+        let ok = |extra: Value| {
+            let mut body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true, "content": [
+                        {"type": "text", "text": "no"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                    ]},
+                    {"type": "text", "text": "and?"}
+                ]}
+            ]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            body
+        };
+        let chat = request(ok(json!({"tools": [weather_tool()]}))).unwrap();
+        assert_eq!(chat.turn.tools.len(), 1);
+        assert_eq!(chat.turn.tools[0].name, "get_weather");
+        assert_eq!(chat.turn.tools[0].description.as_deref(), Some("Weather"));
+        assert_eq!(chat.turn.tool_choice, ToolChoice::Auto);
+        assert_eq!(
+            chat.turn.history[1].content[1],
+            ContentBlock::ToolUse {
+                id: "toolu_1".into(),
+                name: "get_weather".into(),
+                input: r#"{"city":"Oslo"}"#.into()
+            }
+        );
+        assert_eq!(
+            chat.turn.content[0],
+            ContentBlock::ToolResult {
+                tool_use_id: "toolu_1".into(),
+                content: vec![
+                    ContentBlock::Text("no".into()),
+                    ContentBlock::Image {
+                        media_type: "image/png".into(),
+                        data: "AAAA".into()
+                    }
+                ],
+                is_error: true
+            }
+        );
+        assert_eq!(chat.turn.content[1], ContentBlock::Text("and?".into()));
+
+        let forced = request(ok(json!({"tools": [weather_tool()], "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true}}))).unwrap();
+        assert_eq!(
+            forced.forced_tool,
+            Some(crate::chat::ForcedTool::One("get_weather".into()))
+        );
+        assert!(forced.structured && forced.profile.json_schema.is_some());
+        let none = request(ok(
+            json!({"tools": [weather_tool()], "tool_choice": {"type": "none"}}),
+        ))
+        .unwrap();
+        assert_eq!(none.turn.tool_choice, ToolChoice::None);
+
+        check_invalid(
+            ok(json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})),
+            "web_search_20250305",
+        );
+        check_invalid(
+            ok(json!({"tools": [{"type": "bash_20250124", "name": "bash"}]})),
+            "bash_20250124",
+        );
+        check_invalid(
+            ok(json!({"tools": [weather_tool(), weather_tool()]})),
+            "unique",
+        );
+        check_invalid(
+            ok(json!({"tools": [{"name": "bad name", "input_schema": {"type": "object"}}]})),
+            "tools.0.name",
+        );
+        check_invalid(
+            ok(
+                json!({"tools": [weather_tool()], "tool_choice": {"type": "tool", "name": "other"}}),
+            ),
+            "other",
+        );
+        check_invalid(
+            ok(json!({"tool_choice": {"type": "sometimes"}})),
+            "sometimes",
+        );
+        let many: Vec<Value> = (0..200)
+            .map(|i| json!({"name": format!("t{i}"), "input_schema": {"type": "object"}}))
+            .collect();
+        assert_eq!(
+            request(ok(json!({"tools": many})))
+                .unwrap()
+                .turn
+                .tools
+                .len(),
+            200
+        );
+    }
+
+    #[test]
+    fn a_streamed_tool_call_builds_the_message_input() {
+        let mut builder = MessageBuilder::default();
+        for event in [
+            TurnEvent::BlockStart {
+                index: 0,
+                block: BlockKind::ToolUse {
+                    id: "toolu_1".into(),
+                    name: "get_weather".into(),
+                },
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::InputJson("{\"city\": ".into()),
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::InputJson("\"Oslo\"}".into()),
+            },
+            TurnEvent::BlockStop { index: 0 },
+        ] {
+            builder.push(&ChatItem::Event(event));
+        }
+        let end = ChatEnd {
+            stop_reason: Some(StopReason::ToolUse),
+            stop_sequence: None,
+            usage: Usage::default(),
+            failure: None,
+            structured_output: None,
+        };
+        let message = serde_json::to_value(builder.finish(&end, "msg_1", "m")).unwrap();
+        assert_eq!(
+            message["content"][0],
+            json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}})
+        );
+        assert_eq!(message["stop_reason"], "tool_use");
     }
 
     #[test]
