@@ -234,8 +234,25 @@ fn effort(effort: Option<String>) -> Result<Option<String>, AnthropicError> {
     }
 }
 
-/// The system prompt: a string, or text blocks joined by blank lines.
+/// What Claude Code puts first in its system prompt: request metadata that changes per
+/// conversation. It is not prompt text: it would split the pools and reach the model.
+const BILLING_HEADER: &str = "x-anthropic-billing-header:";
+
+/// The system prompt: a string, or text blocks joined by blank lines, without Claude Code's
+/// billing-header line.
 pub fn system_prompt(system: Option<&Value>) -> Result<Option<String>, AnthropicError> {
+    let prompt = system_text(system)?;
+    Ok(prompt.and_then(|p| {
+        let kept = p
+            .split_inclusive('\n')
+            .filter(|line| !line.starts_with(BILLING_HEADER))
+            .collect::<String>();
+        let kept = kept.trim_start_matches('\n').to_string();
+        (!kept.is_empty()).then_some(kept)
+    }))
+}
+
+fn system_text(system: Option<&Value>) -> Result<Option<String>, AnthropicError> {
     match system {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -273,20 +290,59 @@ fn split_messages(
             "messages: at least one message is required",
         ));
     }
-    let mut history = Vec::with_capacity(messages.len());
+    let mut history: Vec<HistoryMessage> = Vec::with_capacity(messages.len());
+    // Text of `system` messages (Claude Code's per-turn control), for the next user message.
+    let mut system_notes: Vec<ContentBlock> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = match message.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            "system" => {
+                let path = format!("messages.{i}.content");
+                for block in content_blocks(&message.content, Role::User, &path, false)? {
+                    match block {
+                        ContentBlock::Text(text) => system_notes.push(ContentBlock::Text(text)),
+                        _ => {
+                            return Err(AnthropicError::invalid(format!(
+                                "{path}: a system message holds text only"
+                            )));
+                        }
+                    }
+                }
+                continue;
+            }
             other => {
                 return Err(AnthropicError::invalid(format!(
-                    "messages.{i}.role: unexpected role \"{other}\"; expected \"user\" or \"assistant\""
+                    "messages.{i}.role: unexpected role \"{other}\"; expected \"user\", \"assistant\" or \"system\""
                 )));
             }
         };
         let path = format!("messages.{i}.content");
-        let content = content_blocks(&message.content, role, &path, remote_images)?;
+        let mut content = content_blocks(&message.content, role, &path, remote_images)?;
+        if role == Role::User && !system_notes.is_empty() {
+            // Tool results must lead a user message; the notes follow them.
+            let at = content
+                .iter()
+                .take_while(|b| matches!(b, ContentBlock::ToolResult { .. }))
+                .count();
+            content.splice(at..at, std::mem::take(&mut system_notes));
+        }
         history.push(HistoryMessage { role, content });
+    }
+    if !system_notes.is_empty() {
+        match history.last_mut() {
+            Some(last) if last.role == Role::User => last.content.extend(system_notes),
+            _ => {
+                return Err(AnthropicError::invalid(
+                    "messages: a system message must be followed by, or follow, a user message",
+                ));
+            }
+        }
+    }
+    if history.is_empty() {
+        return Err(AnthropicError::invalid(
+            "messages: at least one user message is required",
+        ));
     }
     let last = history.pop().expect("not empty");
     if last.role != Role::User {
@@ -896,7 +952,7 @@ mod tests {
         check_invalid(ok(json!({"messages": []})), "messages");
         check_invalid(ok(json!({"messages": "hi"})), "messages");
         check_invalid(
-            ok(json!({"messages": [{"role": "system", "content": "x"}]})),
+            ok(json!({"messages": [{"role": "tool", "content": "x"}]})),
             "messages.0.role",
         );
         check_invalid(
@@ -1056,6 +1112,44 @@ mod tests {
                 .tools
                 .len(),
             200
+        );
+    }
+
+    #[test]
+    fn claude_code_system_messages_and_billing_header() {
+        let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.327.abc; cc_entrypoint=cli;"},
+            {"type": "text", "text": "You are Claude Code."}
+        ],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "system", "content": "Be brief this turn."},
+            {"role": "user", "content": "go"}
+        ]});
+        let chat = request(body.clone()).unwrap();
+        assert_eq!(
+            chat.profile.system_prompt.as_deref(),
+            Some("You are Claude Code.")
+        );
+        assert_eq!(
+            chat.turn.content,
+            vec![
+                ContentBlock::Text("Be brief this turn.".into()),
+                ContentBlock::Text("go".into())
+            ]
+        );
+        let mut other = body;
+        other["system"][0]["text"] = json!("x-anthropic-billing-header: cc_version=2.1.327.def;");
+        assert_eq!(
+            request(other).unwrap().profile,
+            chat.profile,
+            "the header does not split pools"
+        );
+        assert_eq!(
+            system_prompt(Some(&json!("x-anthropic-billing-header: a\nRest"))).unwrap(),
+            Some("Rest".into())
         );
     }
 
