@@ -6,14 +6,15 @@ use serde_json::Value;
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnEvent,
-    TurnRequest, Usage,
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role,
+    StopReason, ToolChoice, ToolSpec, TurnEvent, TurnRequest, Usage,
 };
 
 use super::OpenAiError;
 use super::wire::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ChunkChoice,
-    ChunkDelta, CompletionChoice, CompletionMessage, CompletionUsage, PromptTokensDetails,
+    ChunkDelta, CompletionChoice, CompletionMessage, CompletionUsage, FunctionCall,
+    FunctionCallDelta, PromptTokensDetails, ToolCall, ToolCallDelta,
 };
 
 /// The output-token limit the CLI asks for when nothing else is set.
@@ -53,6 +54,8 @@ pub fn to_chat(
             "must be at least 1",
         ));
     }
+    let tools = tools(request.tools.as_deref().unwrap_or_default())?;
+    let tool_choice = tool_choice(request.tool_choice.as_ref(), &tools)?;
     let (system, history, content) =
         split_messages(&request.messages, context.fetch_remote_images)?;
     let json_schema = response_format(request.response_format.as_ref())?;
@@ -71,20 +74,29 @@ pub fn to_chat(
         .get(&request.model)
         .cloned()
         .unwrap_or_else(|| request.model.clone());
-    let chat = ChatRequest {
+    let mut chat = ChatRequest {
         owner: context.owner.clone(),
         profile,
         turn: TurnRequest {
             history,
             content,
             model: Some(model),
-            ..TurnRequest::default()
+            tools,
+            tool_choice,
         },
         stop_sequences: stop_sequences(request.stop.as_ref())?,
         include_thinking: options.reasoning_content,
         structured,
         forced_tool: None,
     };
+    if chat.structured && !matches!(chat.turn.tool_choice, ToolChoice::Auto | ToolChoice::None) {
+        return Err(OpenAiError::invalid(
+            "tool_choice",
+            "tool_choice: a forced call cannot be combined with response_format json_schema",
+        ));
+    }
+    chat.force_tool()
+        .map_err(|why| OpenAiError::invalid("tool_choice", format!("tool_choice: {why}")))?;
     Ok(Translated {
         chat,
         stream: request.stream.unwrap_or(false),
@@ -114,26 +126,12 @@ fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), OpenAiError
             format!("{param}: log probabilities are not available through ccpool"),
         ));
     }
-    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(OpenAiError::unsupported(
-            "tools",
-            "tools: client tools are not supported by ccpool yet",
-        ));
-    }
     if request.functions.as_ref().is_some_and(|f| !f.is_empty()) || request.function_call.is_some()
     {
         return Err(OpenAiError::unsupported(
             "functions",
-            "functions: client tools are not supported by ccpool yet",
+            "functions: the deprecated functions API is not supported by ccpool; use tools",
         ));
-    }
-    if let Some(choice) = &request.tool_choice {
-        if !matches!(choice.as_str(), Some("none" | "auto")) {
-            return Err(OpenAiError::unsupported(
-                "tool_choice",
-                "tool_choice: client tools are not supported by ccpool yet",
-            ));
-        }
     }
     let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
     let refused = [
@@ -177,6 +175,166 @@ fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), OpenAiError
     Ok(())
 }
 
+/// `tools`: function tools only (`strict` is accepted; the schema is offered as is).
+fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, OpenAiError> {
+    let mut out: Vec<ToolSpec> = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        match tool.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(other) => {
+                return Err(OpenAiError::unsupported(
+                    &format!("{at}.type"),
+                    format!(
+                        "{at}.type: \"{other}\" tools are not supported by ccpool; only function tools are"
+                    ),
+                ));
+            }
+            None => {
+                return Err(OpenAiError::invalid(
+                    format!("{at}.type"),
+                    format!("{at}.type: required (\"function\")"),
+                ));
+            }
+        }
+        let function = tool.get("function").unwrap_or(&Value::Null);
+        let name = function
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(OpenAiError::invalid(
+                format!("{at}.function.name"),
+                format!("{at}.function.name: must match ^[a-zA-Z0-9_-]{{1,64}}$"),
+            ));
+        }
+        if out.iter().any(|t| t.name == name) {
+            return Err(OpenAiError::invalid(
+                format!("{at}.function.name"),
+                format!("{at}.function.name: \"{name}\" appears twice; names must be unique"),
+            ));
+        }
+        let schema = match function.get("parameters") {
+            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(p) if p.get("type").and_then(Value::as_str) == Some("object") => p.clone(),
+            Some(_) => {
+                return Err(OpenAiError::invalid(
+                    format!("{at}.function.parameters"),
+                    format!(
+                        "{at}.function.parameters: a JSON schema with \"type\": \"object\" is required"
+                    ),
+                ));
+            }
+        };
+        out.push(ToolSpec {
+            name: name.to_string(),
+            description: function
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            input_schema: schema.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// `tool_choice`: `none`, `auto`, `required`, or `{"type":"function","function":{"name"}}`.
+fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice, OpenAiError> {
+    let bad = |message: String| OpenAiError::invalid("tool_choice", message);
+    match choice {
+        None | Some(Value::Null) => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" if tools.is_empty() => {
+                Err(bad("tool_choice: \"required\" needs tools".into()))
+            }
+            "required" => Ok(ToolChoice::Any),
+            other => Err(bad(format!(
+                "tool_choice: \"{other}\" is not one of none, auto, required"
+            ))),
+        },
+        Some(object) => {
+            let name = object
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if object.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(bad(
+                    "tool_choice: expected {\"type\": \"function\", \"function\": {\"name\": …}}"
+                        .into(),
+                ));
+            }
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(bad(format!(
+                    "tool_choice: the function \"{name}\" is not one of the tools"
+                )));
+            }
+            Ok(ToolChoice::Tool(name.to_string()))
+        }
+    }
+}
+
+/// An assistant message's `tool_calls` as tool-use blocks.
+fn tool_calls(calls: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
+    let Some(calls) = calls.as_array() else {
+        return Err(OpenAiError::invalid(
+            param,
+            format!("{param}: must be a list of tool calls"),
+        ));
+    };
+    let mut out = Vec::with_capacity(calls.len());
+    for (k, call) in calls.iter().enumerate() {
+        let at = format!("{param}[{k}]");
+        let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+        let name = call
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let arguments = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        let input: Value = serde_json::from_str(if arguments.is_empty() {
+            "{}"
+        } else {
+            arguments
+        })
+        .map_err(|_| {
+            OpenAiError::invalid(
+                format!("{at}.function.arguments"),
+                format!("{at}.function.arguments: must be a JSON object as text"),
+            )
+        })?;
+        if id.is_empty() || name.is_empty() || !input.is_object() {
+            return Err(OpenAiError::invalid(
+                at.clone(),
+                format!("{at}: a tool call needs id, function.name and object arguments"),
+            ));
+        }
+        out.push(ContentBlock::ToolUse {
+            id: id.to_string(),
+            name: name.to_string(),
+            input: input.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// A `tool` message's content: a string or text parts.
+fn tool_output(content: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
+    match content {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
+        _ => Ok(vec![ContentBlock::Text(text_only(content, param)?)]),
+    }
+}
+
 /// A conversation split for the CLI: system prompt, history, new user content.
 type Conversation = (Option<String>, Vec<HistoryMessage>, Vec<ContentBlock>);
 
@@ -200,29 +358,48 @@ fn split_messages(
             "system" | "developer" => {
                 system.push(text_only(&message.content, &format!("{param}.content"))?)
             }
-            "user" => turns.push(HistoryMessage {
-                role: Role::User,
-                content: user_content(&message.content, &param, remote_images)?,
-            }),
+            "user" => {
+                let content = user_content(&message.content, &param, remote_images)?;
+                push_user(&mut turns, content);
+            }
             "assistant" => {
-                if message.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
-                    return Err(OpenAiError::unsupported(
-                        &format!("{param}.tool_calls"),
-                        "tool calls need client tools, which ccpool does not support yet",
-                    ));
-                }
-                let text = text_only(&message.content, &format!("{param}.content"))?;
+                let calls = match &message.tool_calls {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(calls) => tool_calls(calls, &format!("{param}.tool_calls"))?,
+                };
+                let mut content = match (&message.content, calls.is_empty()) {
+                    (Value::Null, false) => Vec::new(),
+                    (Value::String(s), false) if s.is_empty() => Vec::new(),
+                    (content, _) => vec![ContentBlock::Text(text_only(
+                        content,
+                        &format!("{param}.content"),
+                    )?)],
+                };
+                content.extend(calls);
                 turns.push(HistoryMessage {
                     role: Role::Assistant,
-                    content: vec![ContentBlock::Text(text)],
+                    content,
                 });
             }
-            "tool" | "function" => {
+            "tool" => {
+                let Some(id) = message.tool_call_id.clone().filter(|id| !id.is_empty()) else {
+                    return Err(OpenAiError::invalid(
+                        format!("{param}.tool_call_id"),
+                        format!("{param}.tool_call_id: required on a tool message"),
+                    ));
+                };
+                let result = ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content: tool_output(&message.content, &format!("{param}.content"))?,
+                    is_error: false,
+                };
+                push_user(&mut turns, vec![result]);
+            }
+            "function" => {
                 return Err(OpenAiError::unsupported(
                     &format!("{param}.role"),
                     format!(
-                        "{param}.role: \"{}\" messages need client tools, which ccpool does not support yet",
-                        message.role
+                        "{param}.role: \"function\" messages belong to the deprecated functions API; use tool messages"
                     ),
                 ));
             }
@@ -250,6 +427,26 @@ fn split_messages(
         ));
     }
     Ok((system, turns, last.content))
+}
+
+/// Adds user-side content: tool results and the user text that follows them form one user
+/// message, as the Messages API wants them.
+fn push_user(turns: &mut Vec<HistoryMessage>, content: Vec<ContentBlock>) {
+    match turns.last_mut() {
+        Some(last)
+            if last.role == Role::User
+                && last
+                    .content
+                    .iter()
+                    .any(|b| matches!(b, ContentBlock::ToolResult { .. })) =>
+        {
+            last.content.extend(content)
+        }
+        _ => turns.push(HistoryMessage {
+            role: Role::User,
+            content,
+        }),
+    }
 }
 
 /// Content that may only be text: a string or text parts.
@@ -459,6 +656,8 @@ pub struct ChunkWriter {
     pub model: String,
     pub include_usage: bool,
     sent_role: bool,
+    /// Content block index → tool call index, for the calls streamed so far.
+    calls: std::collections::HashMap<u32, u32>,
 }
 
 impl ChunkWriter {
@@ -469,7 +668,19 @@ impl ChunkWriter {
             model,
             include_usage,
             sent_role: false,
+            calls: std::collections::HashMap::new(),
         }
+    }
+
+    fn tool_call(&mut self, call: ToolCallDelta, out: &mut Vec<ChatCompletionChunk>) {
+        self.role(out);
+        out.push(self.delta(
+            ChunkDelta {
+                tool_calls: Some(vec![call]),
+                ..ChunkDelta::default()
+            },
+            None,
+        ));
     }
 
     fn chunk(
@@ -545,6 +756,40 @@ impl ChunkWriter {
                     None,
                 ));
             }
+            ChatItem::Event(TurnEvent::BlockStart {
+                index,
+                block: BlockKind::ToolUse { id, name },
+            }) => {
+                let k = self.calls.len() as u32;
+                self.calls.insert(*index, k);
+                let call = ToolCallDelta {
+                    index: k,
+                    id: Some(id.clone()),
+                    kind: Some("function"),
+                    function: FunctionCallDelta {
+                        name: Some(name.clone()),
+                        arguments: Some(String::new()),
+                    },
+                };
+                self.tool_call(call, &mut out);
+            }
+            ChatItem::Event(TurnEvent::BlockDelta {
+                index,
+                delta: BlockDelta::InputJson(piece),
+            }) => {
+                if let Some(&k) = self.calls.get(index) {
+                    let call = ToolCallDelta {
+                        index: k,
+                        id: None,
+                        kind: None,
+                        function: FunctionCallDelta {
+                            name: None,
+                            arguments: Some(piece.clone()),
+                        },
+                    };
+                    self.tool_call(call, &mut out);
+                }
+            }
             ChatItem::Event(_) => {}
             ChatItem::End(end) if end.failure.is_none() => {
                 self.role(&mut out);
@@ -568,6 +813,8 @@ impl ChunkWriter {
 pub struct CompletionBuilder {
     content: String,
     reasoning: String,
+    /// The tool calls, with their content block index.
+    calls: Vec<(u32, ToolCall)>,
 }
 
 impl CompletionBuilder {
@@ -581,17 +828,50 @@ impl CompletionBuilder {
                 delta: BlockDelta::Thinking(t),
                 ..
             }) => self.reasoning.push_str(t),
+            ChatItem::Event(TurnEvent::BlockStart {
+                index,
+                block: BlockKind::ToolUse { id, name },
+            }) => self.calls.push((
+                *index,
+                ToolCall {
+                    id: id.clone(),
+                    kind: "function",
+                    function: FunctionCall {
+                        name: name.clone(),
+                        arguments: String::new(),
+                    },
+                },
+            )),
+            ChatItem::Event(TurnEvent::BlockDelta {
+                index,
+                delta: BlockDelta::InputJson(piece),
+            }) => {
+                if let Some((_, call)) = self.calls.iter_mut().find(|(i, _)| i == index) {
+                    call.function.arguments.push_str(piece);
+                }
+            }
             _ => {}
         }
     }
 
     pub fn finish(self, end: &ChatEnd, id: &str, created: u64, model: &str) -> ChatCompletion {
         let content = end.structured_output.clone().unwrap_or(self.content);
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_iter()
+            .map(|(_, mut call)| {
+                if call.function.arguments.is_empty() {
+                    call.function.arguments = "{}".into();
+                }
+                call
+            })
+            .collect();
         let message = CompletionMessage {
             role: "assistant",
-            content,
+            content: (!content.is_empty() || tool_calls.is_empty()).then_some(content),
             refusal: None,
             reasoning_content: (!self.reasoning.is_empty()).then_some(self.reasoning),
+            tool_calls,
         };
         ChatCompletion {
             id: id.to_string(),
@@ -743,6 +1023,142 @@ mod unit {
     }
 
     #[test]
+    fn function_tools_calls_and_tool_messages_translate() {
+        let t = translate(with(json!({
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "strict": true,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}}],
+            "parallel_tool_calls": false,
+            "messages": [
+                {"role": "user", "content": "weather in Oslo and Rome?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "snow"},
+                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "sun"}]}
+            ]
+        })))
+        .unwrap();
+        let chat = t.chat;
+        assert_eq!(chat.turn.tools[0].name, "get_weather");
+        assert_eq!(chat.turn.tool_choice, ToolChoice::Auto);
+        assert_eq!(chat.turn.history.len(), 2);
+        assert_eq!(
+            chat.turn.history[1].content[1],
+            ContentBlock::ToolUse {
+                id: "call_2".into(),
+                name: "get_weather".into(),
+                input: r#"{"city":"Rome"}"#.into()
+            }
+        );
+        assert_eq!(
+            chat.turn.content,
+            vec![
+                ContentBlock::ToolResult {
+                    tool_use_id: "call_1".into(),
+                    content: vec![ContentBlock::Text("snow".into())],
+                    is_error: false
+                },
+                ContentBlock::ToolResult {
+                    tool_use_id: "call_2".into(),
+                    content: vec![ContentBlock::Text("sun".into())],
+                    is_error: false
+                },
+            ]
+        );
+        let forced = translate(with(json!({
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": "required"
+        })))
+        .unwrap();
+        assert_eq!(
+            forced.chat.forced_tool,
+            Some(crate::chat::ForcedTool::One("f".into()))
+        );
+    }
+
+    #[test]
+    fn tool_calls_stream_as_deltas_and_fill_the_completion() {
+        let events = [
+            TurnEvent::MessageStart {
+                id: "m".into(),
+                model: "x".into(),
+                usage: Usage::default(),
+            },
+            TurnEvent::BlockStart {
+                index: 0,
+                block: BlockKind::ToolUse {
+                    id: "toolu_1".into(),
+                    name: "get_weather".into(),
+                },
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::InputJson("{\"city\":".into()),
+            },
+            TurnEvent::BlockDelta {
+                index: 0,
+                delta: BlockDelta::InputJson("\"Oslo\"}".into()),
+            },
+            TurnEvent::BlockStop { index: 0 },
+            TurnEvent::BlockStart {
+                index: 1,
+                block: BlockKind::ToolUse {
+                    id: "toolu_2".into(),
+                    name: "get_time".into(),
+                },
+            },
+            TurnEvent::BlockStop { index: 1 },
+        ];
+        let end = ChatEnd {
+            stop_reason: Some(StopReason::ToolUse),
+            stop_sequence: None,
+            usage: Usage::default(),
+            failure: None,
+            structured_output: None,
+        };
+        let mut writer = ChunkWriter::new("c".into(), 1, "m".into(), false);
+        let mut builder = CompletionBuilder::default();
+        let mut chunks = Vec::new();
+        for event in events {
+            let item = ChatItem::Event(event);
+            builder.push(&item);
+            chunks.extend(writer.write(&item));
+        }
+        chunks.extend(writer.write(&ChatItem::End(end.clone())));
+        let chunks: Vec<Value> = chunks
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect();
+        let calls: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+            .collect();
+        assert_eq!(
+            *calls[0],
+            json!({"index": 0, "id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}})
+        );
+        assert_eq!(
+            *calls[1],
+            json!({"index": 0, "function": {"arguments": "{\"city\":"}})
+        );
+        assert_eq!(calls[3]["index"], 1);
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        let completion = serde_json::to_value(builder.finish(&end, "c", 1, "m")).unwrap();
+        let message = &completion["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(
+            message["tool_calls"][0],
+            json!({"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}})
+        );
+        assert_eq!(message["tool_calls"][1]["function"]["arguments"], "{}");
+        assert_eq!(completion["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
     fn client_mistakes_are_4xx_that_name_the_parameter() {
         refused(json!({"model": "m"}), "messages");
         refused(
@@ -784,16 +1200,31 @@ mod unit {
             "messages",
         );
         refused(
-            with(json!({"messages": [{"role": "tool", "content": "x", "tool_call_id": "t"}]})),
+            with(json!({"messages": [{"role": "tool", "content": "x"}]})),
+            "messages[0].tool_call_id",
+        );
+        refused(
+            with(json!({"messages": [{"role": "function", "content": "x", "name": "f"}]})),
             "messages[0].role",
         );
         refused(with(json!({"n": 2})), "n");
         refused(with(json!({"logprobs": true})), "logprobs");
         refused(
-            with(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
-            "tools",
+            with(json!({"tools": [{"type": "web_search_preview"}]})),
+            "tools[0].type",
+        );
+        refused(
+            with(json!({"tools": [{"type": "function", "function": {"name": "a b"}}]})),
+            "tools[0].function.name",
         );
         refused(with(json!({"tool_choice": "required"})), "tool_choice");
+        refused(
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            ),
+            "tool_choice",
+        );
+        refused(with(json!({"functions": [{"name": "f"}]})), "functions");
         refused(with(json!({"stop": 5})), "stop");
         refused(with(json!({"max_tokens": "ten"})), "max_tokens");
         refused(with(json!({"max_tokens": 0})), "max_completion_tokens");

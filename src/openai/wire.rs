@@ -34,6 +34,9 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// Accepted without effect: the CLI has no switch for it.
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub functions: Option<Vec<Value>>,
     #[serde(default)]
@@ -79,6 +82,9 @@ pub struct ChatMessage {
     pub content: Value,
     #[serde(default)]
     pub tool_calls: Option<Value>,
+    /// On a `tool` message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -108,11 +114,51 @@ pub struct CompletionChoice {
 #[derive(Clone, Debug, Serialize)]
 pub struct CompletionMessage {
     pub role: &'static str,
-    pub content: String,
+    /// Null when the message is only tool calls.
+    pub content: Option<String>,
     pub refusal: Option<String>,
     /// The model's thinking, when the configuration exposes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// The model's calls of the client's functions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// One function call of the model, whole.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The input, as JSON text.
+    pub arguments: String,
+}
+
+/// A piece of a streamed function call: the first carries id, type and name, the others
+/// argument fragments.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 /// Token counts as Chat Completions reports them.
@@ -162,4 +208,6 @@ pub struct ChunkDelta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
