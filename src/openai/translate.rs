@@ -6,8 +6,8 @@ use serde_json::Value;
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::dialect::Context;
 use crate::domain::{
-    BlockDelta, BlockKind, ContentBlock, HistoryMessage, IMAGE_MEDIA_TYPES, LaunchProfile, Role,
-    StopReason, ToolChoice, ToolSpec, TurnEvent, TurnRequest, Usage,
+    BlockDelta, BlockKind, ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason,
+    ToolChoice, ToolSpec, TurnEvent, TurnRequest, Usage,
 };
 
 use super::OpenAiError;

@@ -225,6 +225,7 @@ mod tests {
             history,
             content: vec![text(prompt)],
             model: Some("claude-sonnet-4-5".into()),
+            ..Default::default()
         }
     }
 
@@ -383,6 +384,7 @@ mod tests {
             history: history(r#"{ "a": "x", "b": 1 }"#),
             content: vec![result(false)],
             model: Some("claude-sonnet-4-5".into()),
+            ..Default::default()
         };
         let c = continuation(&resumed);
         assert_eq!(c.before, held, "key order and spaces do not matter");

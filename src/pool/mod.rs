@@ -274,6 +274,8 @@ impl WarmPool {
                 history: Vec::new(),
                 content: continuation.user.clone(),
                 model: turn.model,
+                tools: turn.tools,
+                tool_choice: turn.tool_choice,
             };
             let owner_state = held.owner_state.clone();
             let plan = HoldPlan {

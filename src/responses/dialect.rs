@@ -32,12 +32,6 @@ impl Dialect for Responses {
         context: &Context<'_>,
     ) -> Result<Translated<ResponseReply>, OpenAiError> {
         let translated = translate::to_chat(request, context)?;
-        if !translated.tools.is_empty() {
-            return Err(OpenAiError::unsupported(
-                "tools",
-                "tools: client tools are not supported by ccpool yet",
-            ));
-        }
         let writer = ResponseWriter::new(new_id("resp"), now(), &translated.echo);
         let keep = translated.echo.store.then(|| Keep {
             store: context.responses.clone(),

@@ -178,18 +178,29 @@ pub fn to_chat(request: CreateResponse, context: &Context) -> Result<Translated,
         .cloned()
         .unwrap_or_else(|| request.model.clone());
     let parallel_tool_calls = request.parallel_tool_calls.unwrap_or(true);
-    let chat = ChatRequest {
+    let mut chat = ChatRequest {
         owner: context.owner.clone(),
         profile,
         turn: TurnRequest {
             history: conversation.history,
             content: conversation.content,
             model: Some(model),
+            tools: tools.clone(),
+            tool_choice: tool_choice.clone(),
         },
         stop_sequences: Vec::new(),
         include_thinking: false,
         structured,
+        forced_tool: None,
     };
+    if chat.structured && !matches!(chat.turn.tool_choice, ToolChoice::Auto | ToolChoice::None) {
+        return Err(OpenAiError::invalid(
+            "tool_choice",
+            "tool_choice: a forced call cannot be combined with text.format json_schema",
+        ));
+    }
+    chat.force_tool()
+        .map_err(|why| OpenAiError::invalid("tool_choice", format!("tool_choice: {why}")))?;
     let echo = Echo {
         model: request.model,
         instructions: request.instructions,
@@ -789,7 +800,7 @@ mod unit {
             "include": ["reasoning.encrypted_content"], "truncation": "disabled", "service_tier": "auto",
             "text": {"format": {"type": "json_schema", "name": "city", "schema": {"type": "object"}, "strict": true}},
             "tools": [{"type": "function", "name": "get_weather", "description": "Weather.", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": true}],
-            "tool_choice": {"type": "function", "name": "get_weather"},
+            "tool_choice": "auto",
             "input": [
                 {"role": "developer", "content": "Use French."},
                 {"role": "user", "content": "one"},
@@ -861,7 +872,7 @@ mod unit {
                 input_schema: r#"{"properties":{"city":{"type":"string"}},"type":"object"}"#.into(),
             }]
         );
-        assert_eq!(t.tool_choice, ToolChoice::Tool("get_weather".into()));
+        assert_eq!(t.tool_choice, ToolChoice::Auto);
         assert_eq!(t.echo.metadata["k"], "v");
         assert_eq!(t.echo.temperature, Some(0.2));
         assert_eq!(
