@@ -259,7 +259,7 @@ pub async fn start(
         }
         Target::Session { id, options } => {
             let turn = sessions
-                .start_turn(&id, &profile, request.turn, options)
+                .start_turn(&request.owner, &id, &profile, request.turn, options)
                 .await
                 .map_err(StartError::Session)?;
             let stream = ChatStream::new(

@@ -283,6 +283,12 @@ pub struct ServeArgs {
     /// Sessions at most.
     #[arg(long, env = "CCPOOL_MAX_SESSIONS", default_value_t = 16)]
     pub max_sessions: usize,
+    /// Sessions at most for one API key (one owner).
+    #[arg(long, env = "CCPOOL_MAX_SESSIONS_PER_KEY", default_value_t = 8)]
+    pub max_sessions_per_key: usize,
+    /// The MiB a session's workspace may hold, as far as the files API writes them.
+    #[arg(long, env = "CCPOOL_SESSION_WORKSPACE_MIB", default_value_t = 1024)]
+    pub session_workspace_mib: u64,
     /// A second request to a busy session: wait for its turn, or get 409 at once.
     #[arg(long, env = "CCPOOL_SESSION_BUSY", value_enum, default_value_t = BusyName::Wait)]
     pub session_busy: BusyName,
@@ -354,6 +360,8 @@ impl ServeArgs {
         SessionConfig {
             ttl: Duration::from_secs(self.session_ttl_secs),
             max_sessions: self.max_sessions,
+            max_sessions_per_owner: self.max_sessions_per_key,
+            workspace_quota_bytes: self.session_workspace_mib * 1024 * 1024,
             on_busy: match self.session_busy {
                 BusyName::Wait => BusyPolicy::Wait,
                 BusyName::Reject => BusyPolicy::Reject,

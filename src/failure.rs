@@ -63,11 +63,15 @@ impl Failure {
                 ),
             )
             .retry_after(2),
-            PoolError::StartFailed(why) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                FailureKind::Server,
-                format!("ccpool could not start a worker: {why}"),
-            ),
+            PoolError::StartFailed(why) => {
+                // The engine's text and container ids are for the operator's log only.
+                tracing::warn!(cause = %why, "a worker failed to start");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    FailureKind::Server,
+                    "ccpool could not start a worker; the operator finds the cause in ccpool's log",
+                )
+            }
             PoolError::Closed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 FailureKind::Server,
@@ -97,9 +101,22 @@ impl Failure {
             SessionError::Exists(_) | SessionError::Busy(_) => {
                 (StatusCode::CONFLICT, FailureKind::Conflict)
             }
-            SessionError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, FailureKind::RateLimited),
+            SessionError::TooMany(_) | SessionError::TooManyForOwner(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, FailureKind::RateLimited)
+            }
+            SessionError::QuotaExceeded(_) | SessionError::FileTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, FailureKind::TooLarge)
+            }
             SessionError::Pool(p) => return Self::from_pool(p),
-            SessionError::Container(_) => (StatusCode::INTERNAL_SERVER_ERROR, FailureKind::Server),
+            SessionError::Container(why) => {
+                // The engine's text and container ids are for the operator's log only.
+                tracing::warn!(cause = %why, "a session's container failed");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    FailureKind::Server,
+                    "the session's container failed; the operator finds the cause in ccpool's log",
+                );
+            }
         };
         Self::new(status, kind, e.to_string())
     }

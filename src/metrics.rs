@@ -308,7 +308,7 @@ impl Collector for PoolCollector {
             &mut encoder,
             "sessions",
             "Sessions that exist",
-            self.sessions.list().len() as i64,
+            self.sessions.count() as i64,
         )?;
         Ok(())
     }

@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::{
-    ContentBlock, HistoryMessage, LaunchProfile, Role, StopReason, TurnRequest, TurnStatus,
+    ContentBlock, HistoryMessage, LaunchProfile, OwnerKey, Role, StopReason, TurnRequest,
+    TurnStatus,
 };
 use crate::pool::{PoolError, TurnStream, WarmPool};
-use crate::runtime::{ExecSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION};
-use crate::worker::{SessionWorkspace, Worker, run_command};
+use crate::runtime::{ExecOutput, ExecSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION};
+use crate::worker::{SessionWorkspace, Worker};
 
 /// What a second request to a busy session gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +41,12 @@ pub enum RestartPolicy {
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     pub ttl: Duration,
+    /// Sessions at most, of all owners.
     pub max_sessions: usize,
+    /// Sessions at most for one owner (a client key).
+    pub max_sessions_per_owner: usize,
+    /// The bytes a session's workspace may hold, as far as the files API writes them.
+    pub workspace_quota_bytes: u64,
     pub on_busy: BusyPolicy,
     pub keep_volumes: bool,
     pub on_restart: RestartPolicy,
@@ -51,6 +57,8 @@ impl Default for SessionConfig {
         SessionConfig {
             ttl: Duration::from_secs(30 * 60),
             max_sessions: 16,
+            max_sessions_per_owner: 8,
+            workspace_quota_bytes: 1024 * 1024 * 1024,
             on_busy: BusyPolicy::Wait,
             keep_volumes: false,
             on_restart: RestartPolicy::Remove,
@@ -78,6 +86,12 @@ pub enum SessionError {
     Exists(String),
     #[error("the maximum of {0} sessions is reached")]
     TooMany(usize),
+    #[error("the maximum of {0} sessions for one API key is reached")]
+    TooManyForOwner(usize),
+    #[error("the workspace quota of {0} bytes would be exceeded")]
+    QuotaExceeded(u64),
+    #[error("the file exceeds {0} bytes")]
+    FileTooLarge(u64),
     #[error("session {0} is serving another request")]
     Busy(String),
     #[error("the system prompt of session {0} was fixed when it was created")]
@@ -90,6 +104,7 @@ pub enum SessionError {
     FileNotFound(String),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The detail (an engine message, a container id) is for the log, never for the client.
     #[error("the session's container failed: {0}")]
     Container(String),
 }
@@ -122,6 +137,11 @@ struct SessionInfo {
 
 struct Session {
     id: String,
+    /// The owner that created it: no other owner can see or use it.
+    owner: OwnerKey,
+    /// Unique across owners: `{owner}.{id}` (neither contains a dot). The registry's key and
+    /// the value of the session label on its volume and container.
+    key: String,
     volume: String,
     created: SystemTime,
     options: SessionOptions,
@@ -147,6 +167,12 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The registry key of a session: ids are per owner, so two owners may both have a session
+/// `a` and never see each other's.
+fn session_key(owner: &OwnerKey, id: &str) -> String {
+    format!("{owner}.{id}")
 }
 
 /// Session ids: 1 to 64 letters, digits, `-` or `_`.
@@ -212,6 +238,12 @@ fn continuation(known: Option<&[HistoryMessage]>, history: &[HistoryMessage]) ->
     }
 }
 
+/// A workspace file being read: its size, then its content as it comes.
+pub struct WorkspaceFile {
+    pub size: u64,
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
+}
+
 /// A started session turn.
 pub struct SessionTurn {
     pub stream: TurnStream,
@@ -266,8 +298,10 @@ impl Sessions {
         self.inner.pool.settings().instance_id.clone()
     }
 
-    fn volume_name(&self, id: &str) -> String {
-        format!("ccpool-{}-session-{id}", self.instance())
+    /// `ccpool.{instance}.{owner}.{id}`: none of the parts contains a dot, so two sessions
+    /// never share a volume, whatever their instance, owner and id.
+    fn volume_name(&self, key: &str) -> String {
+        format!("ccpool.{}.{key}", self.instance())
     }
 
     async fn restart_policy(&self) -> Result<(), SessionError> {
@@ -277,32 +311,37 @@ impl Sessions {
             .list_volumes(&[(LABEL_MANAGED, "true"), (LABEL_INSTANCE, &instance)])
             .await
             .map_err(|e| SessionError::Container(e.to_string()))?;
-        let prefix = format!("ccpool-{instance}-session-");
+        let prefix = format!("ccpool.{instance}.");
         for volume in volumes {
-            let Some(id) = volume.strip_prefix(&prefix).map(str::to_string) else {
-                continue;
-            };
-            match self.inner.config.on_restart {
-                RestartPolicy::Remove => {
+            let owner_and_id = volume
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once('.'))
+                .filter(|(owner, id)| validate_id(owner).is_ok() && validate_id(id).is_ok());
+            match (self.inner.config.on_restart, owner_and_id) {
+                (RestartPolicy::Adopt, Some((owner, id))) => {
+                    tracing::info!(session = %id, "adopted an earlier session's workspace");
+                    let session =
+                        self.new_session(&OwnerKey::new(owner), id, SessionOptions::default());
+                    lock(&self.inner.sessions).insert(session.key.clone(), session);
+                }
+                _ => {
                     if let Err(e) = runtime.remove_volume(&volume).await {
                         tracing::warn!(cause = %e, "removing an earlier session's volume");
                     }
-                }
-                RestartPolicy::Adopt => {
-                    tracing::info!(session = %id, "adopted an earlier session's workspace");
-                    let session = self.new_session(&id, SessionOptions::default());
-                    lock(&self.inner.sessions).insert(id, session);
                 }
             }
         }
         Ok(())
     }
 
-    fn new_session(&self, id: &str, options: SessionOptions) -> Arc<Session> {
+    fn new_session(&self, owner: &OwnerKey, id: &str, options: SessionOptions) -> Arc<Session> {
         let now = SystemTime::now();
+        let key = session_key(owner, id);
         Arc::new(Session {
             id: id.to_string(),
-            volume: self.volume_name(id),
+            owner: owner.clone(),
+            volume: self.volume_name(&key),
+            key,
             created: now,
             info: Mutex::new(SessionInfo {
                 last_used: Instant::now(),
@@ -317,39 +356,49 @@ impl Sessions {
         })
     }
 
-    fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+    /// The session `id` of `owner`. Another owner's session of the same id is a different
+    /// session: it is never found, so its existence is never confirmed.
+    fn get(&self, owner: &OwnerKey, id: &str) -> Result<Arc<Session>, SessionError> {
         validate_id(id)?;
         lock(&self.inner.sessions)
-            .get(id)
+            .get(&session_key(owner, id))
             .cloned()
             .ok_or_else(|| SessionError::NotFound(id.to_string()))
     }
 
     fn get_or_insert(
         &self,
+        owner: &OwnerKey,
         id: &str,
         options: SessionOptions,
     ) -> Result<(Arc<Session>, bool), SessionError> {
         validate_id(id)?;
+        let key = session_key(owner, id);
         let mut sessions = lock(&self.inner.sessions);
-        if let Some(session) = sessions.get(id) {
+        if let Some(session) = sessions.get(&key) {
             return Ok((session.clone(), false));
         }
-        if sessions.len() >= self.inner.config.max_sessions {
-            return Err(SessionError::TooMany(self.inner.config.max_sessions));
+        let config = &self.inner.config;
+        if sessions.values().filter(|s| s.owner == *owner).count() >= config.max_sessions_per_owner
+        {
+            return Err(SessionError::TooManyForOwner(config.max_sessions_per_owner));
         }
-        let session = self.new_session(id, options);
-        sessions.insert(id.to_string(), session.clone());
+        if sessions.len() >= config.max_sessions {
+            return Err(SessionError::TooMany(config.max_sessions));
+        }
+        let session = self.new_session(owner, id, options);
+        sessions.insert(key, session.clone());
         Ok((session, true))
     }
 
     /// Creates a session explicitly, with its options, and starts its container.
     pub async fn create(
         &self,
+        owner: &OwnerKey,
         id: &str,
         options: SessionOptions,
     ) -> Result<SessionSummary, SessionError> {
-        let (session, created) = self.get_or_insert(id, options.clone())?;
+        let (session, created) = self.get_or_insert(owner, id, options.clone())?;
         if !created {
             return Err(SessionError::Exists(id.to_string()));
         }
@@ -362,7 +411,7 @@ impl Sessions {
         state.profile = Some(profile.clone());
         if let Err(e) = self.ensure_worker(&session, &mut state).await {
             drop(state);
-            self.end(id).await.ok();
+            self.end_key(&session.key).await.ok();
             return Err(e);
         }
         drop(state);
@@ -385,7 +434,7 @@ impl Sessions {
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_INSTANCE.to_string(), self.instance()),
-            (LABEL_SESSION.to_string(), session.id.clone()),
+            (LABEL_SESSION.to_string(), session.key.clone()),
         ]);
         runtime
             .create_volume(&session.volume, &labels)
@@ -393,7 +442,7 @@ impl Sessions {
             .map_err(|e| SessionError::Container(e.to_string()))?;
         let profile = state.profile.clone().unwrap_or_default();
         let workspace = SessionWorkspace {
-            session_id: session.id.clone(),
+            session_id: session.key.clone(),
             volume: session.volume.clone(),
         };
         let worker = self.inner.pool.start_dedicated(profile, workspace).await?;
@@ -403,16 +452,17 @@ impl Sessions {
         Ok(())
     }
 
-    /// Starts a turn in a session (created on first use, with `options`), for a request that
-    /// asks for `profile`.
+    /// Starts a turn in a session of `owner` (created on first use, with `options`), for a
+    /// request that asks for `profile`.
     pub async fn start_turn(
         &self,
+        owner: &OwnerKey,
         id: &str,
         profile: &LaunchProfile,
         turn: TurnRequest,
         options: SessionOptions,
     ) -> Result<SessionTurn, SessionError> {
-        let (session, _) = self.get_or_insert(id, options)?;
+        let (session, _) = self.get_or_insert(owner, id, options)?;
         let mut state = self.lock_state(&session).await?;
         {
             let mut info = lock(&session.info);
@@ -544,35 +594,52 @@ impl Sessions {
         }
     }
 
-    pub fn list(&self) -> Vec<SessionSummary> {
-        let sessions: Vec<Arc<Session>> = lock(&self.inner.sessions).values().cloned().collect();
+    /// How many sessions exist, of all owners.
+    pub fn count(&self) -> usize {
+        lock(&self.inner.sessions).len()
+    }
+
+    /// The sessions of `owner`, by id.
+    pub fn list(&self, owner: &OwnerKey) -> Vec<SessionSummary> {
+        let sessions: Vec<Arc<Session>> = lock(&self.inner.sessions)
+            .values()
+            .filter(|s| s.owner == *owner)
+            .cloned()
+            .collect();
         let mut out: Vec<SessionSummary> = sessions.iter().map(|s| self.summary(s)).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
-    pub fn describe(&self, id: &str) -> Result<SessionSummary, SessionError> {
-        let session = self.get(id)?;
+    pub fn describe(&self, owner: &OwnerKey, id: &str) -> Result<SessionSummary, SessionError> {
+        let session = self.get(owner, id)?;
         Ok(self.summary(&session))
     }
 
     /// Whether the session's container is running, asked of the engine.
-    pub async fn container_running(&self, id: &str) -> bool {
+    pub async fn container_running(&self, owner: &OwnerKey, id: &str) -> bool {
         let runtime = self.inner.pool.runtime();
         let instance = self.instance();
+        let key = session_key(owner, id);
         runtime
-            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, id)])
+            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, &key)])
             .await
             .map(|c| c.iter().any(|c| c.running))
             .unwrap_or(false)
     }
 
-    /// Ends a session: removes its container and, unless configured to keep them, its volume.
-    pub async fn end(&self, id: &str) -> Result<(), SessionError> {
+    /// Ends a session of `owner`: removes its container and, unless configured to keep
+    /// them, its volume.
+    pub async fn end(&self, owner: &OwnerKey, id: &str) -> Result<(), SessionError> {
         validate_id(id)?;
-        let session = lock(&self.inner.sessions)
-            .remove(id)
-            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        self.end_key(&session_key(owner, id)).await
+    }
+
+    async fn end_key(&self, key: &str) -> Result<(), SessionError> {
+        let session = lock(&self.inner.sessions).remove(key).ok_or_else(|| {
+            SessionError::NotFound(key.split_once('.').map_or(key, |(_, id)| id).to_string())
+        })?;
+        let id = &session.id;
         let runtime = self.inner.pool.runtime();
         let instance = self.instance();
         // Take the worker if the session is idle; a running turn fails when its container goes.
@@ -582,7 +649,7 @@ impl Sessions {
             }
         }
         let containers = runtime
-            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, id)])
+            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, key)])
             .await
             .map_err(|e| SessionError::Container(e.to_string()))?;
         for c in containers {
@@ -607,17 +674,17 @@ impl Sessions {
         let expired: Vec<String> = lock(&self.inner.sessions)
             .values()
             .filter(|s| lock(&s.info).last_used.elapsed() >= ttl && s.state.try_lock().is_ok())
-            .map(|s| s.id.clone())
+            .map(|s| s.key.clone())
             .collect();
-        for id in expired {
-            if let Err(e) = self.end(&id).await {
-                tracing::warn!(session = %id, cause = %e, "ending an expired session");
+        for key in expired {
+            if let Err(e) = self.end_key(&key).await {
+                tracing::warn!(session = %key, cause = %e, "ending an expired session");
             }
         }
     }
 
-    async fn container_of(&self, id: &str) -> Result<String, SessionError> {
-        let session = self.get(id)?;
+    async fn container_of(&self, owner: &OwnerKey, id: &str) -> Result<String, SessionError> {
+        let session = self.get(owner, id)?;
         if let Some(container) = lock(&session.info).container.clone() {
             return Ok(container);
         }
@@ -629,81 +696,186 @@ impl Sessions {
             .ok_or_else(|| SessionError::Container("no container".into()))
     }
 
-    fn file_command(&self, script: &str, path: &str) -> ExecSpec {
+    /// A script run on the workspace: `$1` is the workspace, `$2`… are `args`.
+    fn file_command(&self, script: &str, args: &[&str]) -> ExecSpec {
         let sandbox = &self.inner.pool.settings().sandbox;
+        let mut cmd = vec![
+            "bash".to_string(),
+            "-c".to_string(),
+            script.to_string(),
+            "ccpool-files".to_string(),
+            sandbox.workspace.clone(),
+        ];
+        cmd.extend(args.iter().map(|a| a.to_string()));
         ExecSpec {
-            cmd: vec![
-                "bash".into(),
-                "-c".into(),
-                script.into(),
-                "ccpool-files".into(),
-                sandbox.workspace.clone(),
-                path.into(),
-            ],
+            cmd,
             env: Vec::new(),
             user: Some(sandbox.user.clone()),
             working_dir: None,
         }
     }
 
-    /// Reads a file of the session's workspace. Symlinks that lead out of it are refused.
-    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, SessionError> {
+    /// Opens a file of the session's workspace for reading, as a stream: the file is never
+    /// held in memory whole. Symlinks that lead out of the workspace are refused. The script
+    /// checks the path, then prints `ok SIZE` and the file on one exec, so what is checked is
+    /// what is read.
+    pub async fn read_file(
+        &self,
+        owner: &OwnerKey,
+        id: &str,
+        path: &str,
+    ) -> Result<WorkspaceFile, SessionError> {
+        use futures::StreamExt;
         validate_path(path)?;
-        let container = self.container_of(id).await?;
+        let container = self.container_of(owner, id).await?;
         let script = r#"p=$(realpath -e -- "$1/$2" 2>/dev/null) || exit 4
 case "$p" in "$1"/*) ;; *) exit 3 ;; esac
 [ -f "$p" ] || exit 4
-exec cat -- "$p""#;
-        let out = run_command(
-            self.inner.pool.runtime().as_ref(),
-            &container,
-            &self.file_command(script, path),
-            b"",
-        )
-        .await
-        .map_err(|e| SessionError::Container(e.to_string()))?;
-        match out.exit_code {
-            0 => Ok(out.stdout),
-            3 => Err(SessionError::OutsideWorkspace(path.to_string())),
-            4 => Err(SessionError::FileNotFound(path.to_string())),
-            code => Err(SessionError::Container(format!(
-                "reading the file failed ({code}): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))),
-        }
+exec 3<"$p" || exit 4
+[ "$(readlink -e /proc/$$/fd/3)" = "$p" ] && [ -f /proc/$$/fd/3 ] || exit 3
+echo "ok $(stat -L -c %s /proc/$$/fd/3)"
+exec cat <&3"#;
+        let runtime = self.inner.pool.runtime();
+        let mut process = runtime
+            .exec(&container, &self.file_command(script, &[path]))
+            .await
+            .map_err(|e| SessionError::Container(e.to_string()))?;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut process.stdin).await;
+        // The header line, then whatever of the content came with it.
+        let mut head = Vec::new();
+        let header_end = loop {
+            if let Some(end) = head.iter().position(|b| *b == b'\n') {
+                break Some(end);
+            }
+            if head.len() > 64 {
+                break None;
+            }
+            match process.output.next().await {
+                Some(Ok(ExecOutput::Stdout(bytes))) => head.extend_from_slice(&bytes),
+                Some(Ok(ExecOutput::Stderr(_))) => {}
+                Some(Err(e)) => return Err(SessionError::Container(e.to_string())),
+                None => break None,
+            }
+        };
+        let size = header_end.and_then(|end| {
+            std::str::from_utf8(&head[..end])
+                .ok()?
+                .strip_prefix("ok ")?
+                .parse::<u64>()
+                .ok()
+        });
+        let Some(size) = size else {
+            while process.output.next().await.is_some() {}
+            let code = runtime
+                .exec_exit_code(&process.id)
+                .await
+                .map_err(|e| SessionError::Container(e.to_string()))?;
+            return Err(match code {
+                Some(3) => SessionError::OutsideWorkspace(path.to_string()),
+                Some(4) => SessionError::FileNotFound(path.to_string()),
+                code => SessionError::Container(format!("reading a file ended with {code:?}")),
+            });
+        };
+        let rest = bytes::Bytes::copy_from_slice(&head[header_end.unwrap_or(0) + 1..]);
+        let content = process.output.filter_map(|frame| async move {
+            match frame {
+                Ok(ExecOutput::Stdout(bytes)) => Some(Ok(bytes)),
+                Ok(ExecOutput::Stderr(_)) => None,
+                Err(e) => Some(Err(std::io::Error::other(e))),
+            }
+        });
+        let body = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest)))
+            .chain(content)
+            .boxed();
+        Ok(WorkspaceFile { size, body })
     }
 
-    /// Writes a file into the session's workspace, creating directories. Symlinks that lead
-    /// out of it are refused.
-    pub async fn write_file(
+    /// Writes a file into the session's workspace from a stream, creating directories. The
+    /// content never sits in memory whole. A file over `max_bytes`, or one that would take the
+    /// workspace over its quota, is refused and leaves nothing behind; symlinks that lead out
+    /// of the workspace are refused. Returns the bytes written.
+    pub async fn write_file<S, E>(
         &self,
+        owner: &OwnerKey,
         id: &str,
         path: &str,
-        content: &[u8],
-    ) -> Result<(), SessionError> {
+        mut content: S,
+        max_bytes: u64,
+    ) -> Result<u64, SessionError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send,
+    {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
         validate_path(path)?;
-        let container = self.container_of(id).await?;
+        let container = self.container_of(owner, id).await?;
+        // The content goes to a temporary file that replaces the target only when whole and
+        // within the limits (`head` stops reading one byte past what is allowed).
         let script = r#"p=$(realpath -m -- "$1/$2") || exit 3
 case "$p" in "$1"/*) ;; *) exit 3 ;; esac
 [ ! -L "$p" ] || exit 3
+[ ! -d "$p" ] || exit 5
 mkdir -p -- "$(dirname -- "$p")" || exit 5
 d=$(realpath -e -- "$(dirname -- "$p")") || exit 3
 case "$d/" in "$1"/*) ;; *) exit 3 ;; esac
-exec cat > "$p""#;
-        let out = run_command(
-            self.inner.pool.runtime().as_ref(),
-            &container,
-            &self.file_command(script, path),
-            content,
-        )
-        .await
-        .map_err(|e| SessionError::Container(e.to_string()))?;
-        match out.exit_code {
-            0 => Ok(()),
-            3 => Err(SessionError::OutsideWorkspace(path.to_string())),
+used=$(du -sb -- "$1" | cut -f1)
+old=0; [ -f "$p" ] && old=$(stat -c %s -- "$p")
+room=$(( $3 - used + old )); [ "$room" -ge 0 ] || room=0
+limit=$room; [ "$4" -lt "$limit" ] && limit=$4
+t=$(mktemp -p "$d" .ccpool-upload.XXXXXX) || exit 5
+head -c "$((limit + 1))" > "$t" || { rm -f -- "$t"; exit 5; }
+size=$(stat -c %s -- "$t")
+if [ "$size" -gt "$limit" ]; then rm -f -- "$t"; [ "$size" -gt "$4" ] && exit 7; exit 6; fi
+mv -fT -- "$t" "$p" || { rm -f -- "$t"; exit 5; }
+echo "$size""#;
+        let quota = self.inner.config.workspace_quota_bytes;
+        let runtime = self.inner.pool.runtime();
+        let args = [path, &quota.to_string(), &max_bytes.to_string()];
+        let mut process = runtime
+            .exec(&container, &self.file_command(script, &args))
+            .await
+            .map_err(|e| SessionError::Container(e.to_string()))?;
+        let mut sent: u64 = 0;
+        let mut client_failed = false;
+        while let Some(chunk) = content.next().await {
+            let Ok(chunk) = chunk else {
+                client_failed = true;
+                break;
+            };
+            sent += chunk.len() as u64;
+            // A write fails once the script has stopped reading: its exit code tells why.
+            if process.stdin.write_all(&chunk).await.is_err() || sent > max_bytes {
+                break;
+            }
+        }
+        if client_failed {
+            // The upload broke off: drop the exec without a clean end of input, and say so.
+            drop(process);
+            return Err(SessionError::Container("the upload broke off".into()));
+        }
+        let _ = process.stdin.shutdown().await;
+        let mut stdout = Vec::new();
+        while let Some(frame) = process.output.next().await {
+            if let Ok(ExecOutput::Stdout(bytes)) = frame {
+                if stdout.len() < 64 {
+                    stdout.extend_from_slice(&bytes);
+                }
+            }
+        }
+        let code = runtime
+            .exec_exit_code(&process.id)
+            .await
+            .map_err(|e| SessionError::Container(e.to_string()))?;
+        match code {
+            Some(0) => Ok(String::from_utf8_lossy(&stdout)
+                .trim()
+                .parse()
+                .unwrap_or(sent)),
+            Some(3) => Err(SessionError::OutsideWorkspace(path.to_string())),
+            Some(6) => Err(SessionError::QuotaExceeded(quota)),
+            Some(7) => Err(SessionError::FileTooLarge(max_bytes)),
             code => Err(SessionError::Container(format!(
-                "writing the file failed ({code}): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                "writing a file ended with {code:?}"
             ))),
         }
     }
@@ -713,10 +885,10 @@ exec cat > "$p""#;
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
-        let ids: Vec<String> = lock(&self.inner.sessions).keys().cloned().collect();
-        for id in ids {
-            if let Err(e) = self.end(&id).await {
-                tracing::warn!(session = %id, cause = %e, "ending a session at shutdown");
+        let keys: Vec<String> = lock(&self.inner.sessions).keys().cloned().collect();
+        for key in keys {
+            if let Err(e) = self.end_key(&key).await {
+                tracing::warn!(session = %key, cause = %e, "ending a session at shutdown");
             }
         }
     }

@@ -7,6 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ccpool::credentials::Credentials;
+use ccpool::domain::OwnerKey;
 use ccpool::sessions::{BusyPolicy, SessionConfig};
 use serde_json::{Value, json};
 use support::api::Server;
@@ -98,13 +99,14 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The containers of the no-key owner's session `id` (the label is `{owner}.{id}`).
 async fn session_containers(id: &str) -> Vec<String> {
     let output = std::process::Command::new("docker")
         .args([
             "ps",
             "-aq",
             "--filter",
-            &format!("label=ccpool.session={id}"),
+            &format!("label=ccpool.session=anonymous.{id}"),
         ])
         .output()
         .unwrap();
@@ -197,7 +199,12 @@ async fn a_follow_up_sends_only_the_new_turn_and_the_upstream_sees_the_whole_con
     assert_eq!(headers["x-ccpool-session"], "talk");
     let answer = first["content"][0]["text"].as_str().unwrap().to_string();
     assert_eq!(answer, "Echo: first question");
-    let container = s.server.sessions.describe("talk").unwrap().container;
+    let container = s
+        .server
+        .sessions
+        .describe(&OwnerKey::anonymous(), "talk")
+        .unwrap()
+        .container;
 
     let (status, headers, second) = s
         .ask(
@@ -212,7 +219,11 @@ async fn a_follow_up_sends_only_the_new_turn_and_the_upstream_sees_the_whole_con
     assert_eq!(status, 200, "{second}");
     assert_eq!(headers["x-ccpool-session-forked"], "false");
     assert_eq!(second["content"][0]["text"], "Echo: second question");
-    let summary = s.server.sessions.describe("talk").unwrap();
+    let summary = s
+        .server
+        .sessions
+        .describe(&OwnerKey::anonymous(), "talk")
+        .unwrap();
     assert_eq!(
         (summary.turns, summary.forks),
         (2, 0),
@@ -263,7 +274,14 @@ async fn a_diverged_history_forks_and_the_upstream_sees_the_edited_one() {
             ("user", "follow-up")
         ])
     );
-    assert_eq!(s.server.sessions.describe("fork").unwrap().forks, 1);
+    assert_eq!(
+        s.server
+            .sessions
+            .describe(&OwnerKey::anonymous(), "fork")
+            .unwrap()
+            .forks,
+        1
+    );
     s.stop().await;
 }
 
@@ -299,7 +317,11 @@ async fn an_idle_session_expires_after_its_ttl() {
     let volume = created["volume"].as_str().unwrap().to_string();
     // Expiry is a matter of time, observable only from outside: poll, bounded.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while s.server.sessions.describe("short-lived").is_ok()
+    while s
+        .server
+        .sessions
+        .describe(&OwnerKey::anonymous(), "short-lived")
+        .is_ok()
         || !session_containers("short-lived").await.is_empty()
         || volume_exists(&volume)
     {

@@ -61,7 +61,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "reused": s.reused,
         "conversations": {"continued": s.continued, "replayed": s.replayed},
         "profiles": profiles,
-        "sessions": state.sessions.list().len(),
+        "sessions": state.sessions.count(),
         "credentials": state.pool.settings().credentials.kind(),
         "cli_version": state.pool.cli_version(),
         "docker_version": docker,

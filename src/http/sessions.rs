@@ -11,7 +11,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{ApiError, CallerDialect, LimitedBody, read_body};
+use super::extract::{ApiError, CallerDialect, Owner, read_body};
 use super::state::AppState;
 use crate::failure::{Failure, FailureKind};
 use crate::sessions::{SessionError, SessionOptions, SessionSummary};
@@ -45,10 +45,11 @@ fn summary_json(s: &SessionSummary, running: Option<bool>) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>) -> Json<Value> {
+/// The caller's own sessions only: a session belongs to the key that created it.
+async fn list(State(state): State<AppState>, Owner(owner): Owner) -> Json<Value> {
     let mut data = Vec::new();
-    for s in state.sessions.list() {
-        let running = state.sessions.container_running(&s.id).await;
+    for s in state.sessions.list(&owner) {
+        let running = state.sessions.container_running(&owner, &s.id).await;
         data.push(summary_json(&s, Some(running)));
     }
     Json(json!({"object": "list", "data": data}))
@@ -57,24 +58,26 @@ async fn list(State(state): State<AppState>) -> Json<Value> {
 async fn describe(
     State(state): State<AppState>,
     dialect: CallerDialect,
+    Owner(owner): Owner,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let s = state
         .sessions
-        .describe(&id)
+        .describe(&owner, &id)
         .map_err(|e| dialect.session(e))?;
-    let running = state.sessions.container_running(&id).await;
+    let running = state.sessions.container_running(&owner, &id).await;
     Ok(Json(summary_json(&s, Some(running))))
 }
 
 async fn end(
     State(state): State<AppState>,
     dialect: CallerDialect,
+    Owner(owner): Owner,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     state
         .sessions
-        .end(&id)
+        .end(&owner, &id)
         .await
         .map_err(|e| dialect.session(e))?;
     Ok(Json(json!({"id": id, "deleted": true})))
@@ -96,6 +99,7 @@ struct CreateSession {
 async fn create(
     State(state): State<AppState>,
     dialect: CallerDialect,
+    Owner(owner): Owner,
     body: Body,
 ) -> Result<Response, ApiError> {
     let invalid = |message: String| {
@@ -124,35 +128,47 @@ async fn create(
     };
     let s = state
         .sessions
-        .create(&id, options)
+        .create(&owner, &id, options)
         .await
         .map_err(|e| dialect.session(e))?;
     Ok((StatusCode::CREATED, Json(summary_json(&s, Some(true)))).into_response())
 }
 
+/// Streams the file: it is never held in memory whole.
 async fn read_file(
     State(state): State<AppState>,
     dialect: CallerDialect,
+    Owner(owner): Owner,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let bytes = state
+    let file = state
         .sessions
-        .read_file(&id, &path)
+        .read_file(&owner, &id, &path)
         .await
         .map_err(|e| dialect.session(e))?;
-    Ok(([("content-type", "application/octet-stream")], bytes).into_response())
+    Ok((
+        [
+            ("content-type", "application/octet-stream".to_string()),
+            ("content-length", file.size.to_string()),
+        ],
+        Body::from_stream(file.body),
+    )
+        .into_response())
 }
 
+/// Streams the body into the workspace, within the file limit and the workspace quota.
 async fn write_file(
     State(state): State<AppState>,
     dialect: CallerDialect,
+    Owner(owner): Owner,
     Path((id, path)): Path<(String, String)>,
-    LimitedBody(content): LimitedBody,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    state
+    let limit = state.api.max_body_bytes as u64;
+    let bytes = state
         .sessions
-        .write_file(&id, &path, &content)
+        .write_file(&owner, &id, &path, body.into_data_stream(), limit)
         .await
         .map_err(|e| dialect.session(e))?;
-    Ok(Json(json!({"path": path, "bytes": content.len()})))
+    Ok(Json(json!({"path": path, "bytes": bytes})))
 }
