@@ -122,6 +122,54 @@ fn forced_call(forced: &ForcedTool, object: &str) -> Option<(String, String)> {
     }
 }
 
+/// Stop sequences a request may carry, and the length of each: the stream stage scans every
+/// delta for each of them, so their cost is bounded here whatever the dialect allows.
+pub const MAX_STOP_SEQUENCES: usize = 16;
+pub const MAX_STOP_SEQUENCE_CHARS: usize = 256;
+/// Content blocks a request may carry, history included (each becomes a transcript line).
+pub const MAX_CONTENT_BLOCKS: usize = 10_000;
+
+impl ChatRequest {
+    /// The bounds every request meets, whatever its dialect, checked before a worker is
+    /// touched: the profile's own checks, the stop sequences, the number of blocks.
+    pub fn check(&self) -> Result<(), crate::domain::InvalidRequest> {
+        use crate::domain::InvalidRequest;
+        self.profile.check()?;
+        if self.stop_sequences.len() > MAX_STOP_SEQUENCES {
+            return Err(InvalidRequest(format!(
+                "at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {}",
+                self.stop_sequences.len()
+            )));
+        }
+        if let Some(long) = self
+            .stop_sequences
+            .iter()
+            .find(|s| s.chars().count() > MAX_STOP_SEQUENCE_CHARS)
+        {
+            return Err(InvalidRequest(format!(
+                "a stop sequence may have at most {MAX_STOP_SEQUENCE_CHARS} characters, one has {}",
+                long.chars().count()
+            )));
+        }
+        if self.stop_sequences.iter().any(String::is_empty) {
+            return Err(InvalidRequest("stop sequences must not be empty".into()));
+        }
+        let blocks = self.turn.content.len()
+            + self
+                .turn
+                .history
+                .iter()
+                .map(|m| m.content.len())
+                .sum::<usize>();
+        if blocks > MAX_CONTENT_BLOCKS {
+            return Err(InvalidRequest(format!(
+                "a request may carry at most {MAX_CONTENT_BLOCKS} content blocks, this one has {blocks}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What a chat stream yields: events of one message, then one `End`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChatItem {

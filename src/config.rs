@@ -267,6 +267,17 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "CCPOOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Connections served at once; past it a new one gets a 503 (lowered to fit the file
+    /// limit).
+    #[arg(long, env = "CCPOOL_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers; also how long an idle kept-alive
+    /// connection stays open.
+    #[arg(long, env = "CCPOOL_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between two pieces.
+    #[arg(long, env = "CCPOOL_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
     /// Seconds running requests get to finish at shutdown.
     #[arg(long, env = "CCPOOL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -353,6 +364,19 @@ impl ServeArgs {
             )));
         }
         Ok(())
+    }
+
+    /// The accept loop's limits, with the connection cap fitted to `file_limit`.
+    pub fn listener_limits(&self, file_limit: u64) -> crate::listener::Limits {
+        crate::listener::Limits {
+            max_connections: crate::listener::connections_for_file_limit(
+                file_limit,
+                self.max_connections,
+            ),
+            header_read: Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_read: Duration::from_secs(self.body_timeout_secs.max(1)),
+            ..crate::listener::Limits::default()
+        }
     }
 
     pub fn session_config(&self) -> crate::sessions::SessionConfig {

@@ -321,7 +321,44 @@ pub struct LaunchProfile {
     pub effort: Option<String>,
 }
 
+/// A request that cannot be served as it is, found before any worker is touched. The
+/// message names the part in words every dialect shares; each dialect answers it as its 400.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+/// The effort levels the CLI knows (`--effort`).
+pub const EFFORT_LEVELS: [&str; 5] = ["low", "medium", "high", "xhigh", "max"];
+
 impl LaunchProfile {
+    /// What can be checked without JSON and without a worker: no NUL in a value that
+    /// becomes a CLI argument (the kernel would refuse the whole exec), a known effort.
+    pub fn check(&self) -> Result<(), InvalidRequest> {
+        let nul = |what: &str, value: &Option<String>| match value {
+            Some(v) if v.contains('\0') => Err(InvalidRequest(format!(
+                "the {what} must not contain NUL characters"
+            ))),
+            _ => Ok(()),
+        };
+        nul("system prompt", &self.system_prompt)?;
+        nul("JSON schema", &self.json_schema)?;
+        nul("effort", &self.effort)?;
+        if let Some(effort) = &self.effort {
+            if !EFFORT_LEVELS.contains(&effort.as_str()) {
+                return Err(InvalidRequest(format!(
+                    "unknown effort {effort:?}; expected one of {}",
+                    EFFORT_LEVELS.join(", ")
+                )));
+            }
+        }
+        if self.max_output_tokens == Some(0) {
+            return Err(InvalidRequest(
+                "the output-token limit must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A short stable fingerprint, for labels and logs (never the prompt itself).
     pub fn fingerprint(&self) -> String {
         use std::hash::{Hash, Hasher};
@@ -329,5 +366,31 @@ impl LaunchProfile {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.hash(&mut h);
         format!("{:016x}", h.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_with_a_nul_or_an_unknown_effort_is_refused() {
+        assert!(LaunchProfile::default().check().is_ok());
+        let nul = LaunchProfile {
+            system_prompt: Some("be\0brief".into()),
+            ..LaunchProfile::default()
+        };
+        assert!(nul.check().unwrap_err().0.contains("NUL"));
+        let effort = LaunchProfile {
+            effort: Some("extreme".into()),
+            ..LaunchProfile::default()
+        };
+        assert!(effort.check().is_err());
+        let fine = LaunchProfile {
+            system_prompt: Some("x".repeat(300_000)),
+            effort: Some("high".into()),
+            ..LaunchProfile::default()
+        };
+        assert!(fine.check().is_ok(), "a long prompt goes through a file");
     }
 }

@@ -21,6 +21,7 @@
 //! - `config`: the service's typed configuration; `doctor`: set-up checks.
 //! - `http`: the HTTP surface: `app()` mounts every route; the one chat endpoint, generic over
 //!   the dialect; the session API, models, health and status; request ids, client auth, CORS.
+//! - `listener`: the accept loop (time limits, a connection cap, the file limit).
 
 pub mod anthropic;
 pub mod chat;
@@ -34,6 +35,7 @@ pub mod domain;
 pub mod failure;
 pub mod http;
 pub mod images;
+pub mod listener;
 pub mod metrics;
 pub mod openai;
 pub mod pool;

@@ -148,14 +148,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = tokio_util::sync::CancellationToken::new();
     let mut api = args.api_settings();
     api.docker_endpoint = Some(endpoint);
-    let server = axum::serve(
-        listener,
-        app(AppState::new(pool.clone(), sessions.clone(), api)),
-    )
-    .with_graceful_shutdown(signal.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
+    let file_limit = ccpool::listener::raise_file_limit().unwrap_or(1024);
+    let limits = args.listener_limits(file_limit);
+    tracing::info!(
+        file_limit,
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
+    let router = app(AppState::new(pool.clone(), sessions.clone(), api));
+    let server = ccpool::listener::serve(listener, router, limits, signal.clone());
+    let mut server = std::pin::pin!(server);
     tokio::select! {
-        served = &mut server => served.context("serving HTTP")?,
+        _ = &mut server => {}
         _ = shutdown_signal() => {
             signal.cancel();
             if tokio::time::timeout(grace, &mut server).await.is_err() {

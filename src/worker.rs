@@ -21,7 +21,8 @@ use crate::cli::mcp;
 use crate::cli::transcript::{transcript, transcript_path};
 use crate::cli::{
     CliEvent, CliSettings, ControlRequest, ControlResult, Initialized, LineError, McpRequest,
-    StdinLine, cli_argv, cli_env, kill_cli_command, ndjson_lines, resume_args, with_pid_file,
+    StdinLine, cli_argv, cli_env, kill_cli_command, launch_files, ndjson_lines, resume_args,
+    with_pid_file,
 };
 use crate::credentials::Credentials;
 use crate::domain::{
@@ -1152,6 +1153,9 @@ async fn spawn_cli(
     stderr_tail: &Arc<Mutex<Vec<u8>>>,
 ) -> Result<(Pin<Box<dyn AsyncWrite + Send>>, CliEvents), WorkerError> {
     let sandbox = &settings.sandbox;
+    for (path, content) in launch_files(profile) {
+        write_file(runtime, settings, container_id, path, content).await?;
+    }
     let mut cmd = with_pid_file(cli_argv(&settings.cli, profile));
     if let Some(session) = resume {
         cmd.extend(resume_args(session));

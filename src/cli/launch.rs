@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::cli::mcp;
 use crate::credentials::Credentials;
-use crate::domain::LaunchProfile;
+use crate::domain::{InvalidRequest, LaunchProfile};
 
 /// Settings of every CLI process, whatever its profile.
 #[derive(Clone, Debug)]
@@ -60,6 +60,50 @@ pub fn kill_cli_command() -> Vec<String> {
     ]
 }
 
+/// A system prompt longer than this goes to the CLI as a file (`--system-prompt-file`): the
+/// kernel refuses a single argv string over 128 KiB (MAX_ARG_STRLEN).
+pub const SYSTEM_PROMPT_ARGV_MAX: usize = 64 * 1024;
+/// Where such a prompt is written inside the worker.
+pub const SYSTEM_PROMPT_FILE: &str = "/tmp/ccpool-system-prompt.txt";
+/// The longest JSON schema accepted: it can only go through argv.
+pub const JSON_SCHEMA_MAX: usize = 64 * 1024;
+
+/// Checks what the CLI would refuse at launch, so the client gets a 400 at once rather than
+/// a worker that fails to start: a JSON schema must be a JSON object, a valid draft-07
+/// schema (as the CLI's own validator reads it) and fit in argv.
+pub fn check_profile(profile: &LaunchProfile) -> Result<(), InvalidRequest> {
+    profile.check()?;
+    let Some(schema) = &profile.json_schema else {
+        return Ok(());
+    };
+    if schema.len() > JSON_SCHEMA_MAX {
+        return Err(InvalidRequest(format!(
+            "the JSON schema has {} bytes; at most {JSON_SCHEMA_MAX} are accepted",
+            schema.len()
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_str(schema)
+        .map_err(|e| InvalidRequest(format!("the JSON schema is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(InvalidRequest(
+            "the JSON schema must be a JSON object".into(),
+        ));
+    }
+    jsonschema::draft7::new(&value)
+        .map_err(|e| InvalidRequest(format!("the JSON schema is not a valid JSON Schema: {e}")))?;
+    Ok(())
+}
+
+/// Files a CLI for `profile` needs before it starts: (path, content).
+pub fn launch_files(profile: &LaunchProfile) -> Vec<(&'static str, &str)> {
+    match &profile.system_prompt {
+        Some(prompt) if prompt.len() > SYSTEM_PROMPT_ARGV_MAX => {
+            vec![(SYSTEM_PROMPT_FILE, prompt.as_str())]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The argv of a long-lived CLI process serving `profile` over stream-json.
 pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> {
     let mut argv: Vec<String> = [
@@ -96,6 +140,10 @@ pub fn cli_argv(settings: &CliSettings, profile: &LaunchProfile) -> Vec<String> 
     // Without a client prompt, an empty one: the CLI then sends only its billing header and
     // identity line, not its agent prompt (kept only for the built-in tools it describes).
     match &profile.system_prompt {
+        Some(prompt) if prompt.len() > SYSTEM_PROMPT_ARGV_MAX => {
+            argv.push("--system-prompt-file".to_string());
+            argv.push(SYSTEM_PROMPT_FILE.to_string());
+        }
         Some(prompt) => {
             argv.push("--system-prompt".to_string());
             argv.push(prompt.clone());
@@ -220,6 +268,51 @@ mod tests {
         let after = |flag: &str| argv[argv.iter().position(|a| a == flag).expect(flag) + 1].clone();
         assert!(after("--mcp-config").contains(r#""type":"sdk""#));
         assert_eq!(after("--allowedTools"), "mcp__client__*");
+    }
+
+    #[test]
+    fn a_long_system_prompt_goes_through_a_file() {
+        let profile = LaunchProfile {
+            system_prompt: Some("p".repeat(200 * 1024)),
+            ..LaunchProfile::default()
+        };
+        let argv = cli_argv(&CliSettings::default(), &profile);
+        let at = argv
+            .iter()
+            .position(|a| a == "--system-prompt-file")
+            .unwrap();
+        assert_eq!(argv[at + 1], SYSTEM_PROMPT_FILE);
+        assert!(argv.iter().all(|a| a.len() < SYSTEM_PROMPT_ARGV_MAX));
+        let files = launch_files(&profile);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].1.len(), 200 * 1024);
+        assert!(launch_files(&LaunchProfile::default()).is_empty());
+    }
+
+    #[test]
+    fn schemas_the_cli_would_refuse_are_refused_first() {
+        let with = |schema: &str| LaunchProfile {
+            json_schema: Some(schema.into()),
+            ..LaunchProfile::default()
+        };
+        // The CLI's own verdicts (2.1.327): each of these makes it exit at launch.
+        for bad in [
+            r#"{"type":"foo"}"#,
+            "notjson",
+            r#"{"type":"object","properties":{"a":5}}"#,
+            r#"{"type":"object","required":"a"}"#,
+            "[1]",
+        ] {
+            assert!(check_profile(&with(bad)).is_err(), "{bad}");
+        }
+        for good in [
+            r#"{"type":"object"}"#,
+            r#"{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}"#,
+        ] {
+            assert!(check_profile(&with(good)).is_ok(), "{good}");
+        }
+        let huge = format!(r#"{{"description":"{}"}}"#, "d".repeat(JSON_SCHEMA_MAX));
+        assert!(check_profile(&with(&huge)).is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@ pub mod mcp;
 pub mod protocol;
 pub mod transcript;
 
-pub use launch::{CliSettings, cli_argv, cli_env, kill_cli_command, resume_args, with_pid_file};
+pub use launch::{
+    CliSettings, check_profile, cli_argv, cli_env, kill_cli_command, launch_files, resume_args,
+    with_pid_file,
+};
 pub use lines::{LineError, ndjson_lines};
 pub use mcp::McpRequest;
 pub use protocol::{

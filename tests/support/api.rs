@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use ccpool::http::{ApiSettings, AppState, app};
+use ccpool::listener::Limits;
 use ccpool::pool::WarmPool;
 use ccpool::sessions::{SessionConfig, Sessions};
 use tokio_util::sync::CancellationToken;
@@ -21,25 +22,28 @@ impl Server {
     }
 
     pub async fn start_with(pool: &WarmPool, session_config: SessionConfig) -> Server {
+        Self::start_custom(pool, session_config, test_api(), Limits::default()).await
+    }
+
+    /// A server with its own API settings and connection limits, served by ccpool's own
+    /// accept loop (as `ccpool serve` does).
+    pub async fn start_custom(
+        pool: &WarmPool,
+        session_config: SessionConfig,
+        api: ApiSettings,
+        limits: Limits,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let mut api = ApiSettings {
-            ping_interval: Duration::from_secs(2),
-            ..ApiSettings::default()
-        };
-        api.openai
-            .model_aliases
-            .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
         let sessions = Sessions::start(pool.clone(), session_config).await.unwrap();
         let state = AppState::new(pool.clone(), sessions.clone(), api);
-        let shutdown = stop.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app(state))
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .unwrap();
-        });
+        let task = tokio::spawn(ccpool::listener::serve(
+            listener,
+            app(state),
+            limits,
+            stop.clone(),
+        ));
         Server {
             base_url,
             sessions,
@@ -53,6 +57,18 @@ impl Server {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
+}
+
+/// The API settings of the tests: a short ping interval and one model alias.
+pub fn test_api() -> ApiSettings {
+    let mut api = ApiSettings {
+        ping_interval: Duration::from_secs(2),
+        ..ApiSettings::default()
+    };
+    api.openai
+        .model_aliases
+        .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
+    api
 }
 
 /// The Python that has the official SDKs (set up by scripts/test.sh); fails loudly without.
