@@ -65,7 +65,7 @@ pub fn raise_file_limit() -> io::Result<u64> {
             }
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// The connection cap that fits a file limit: a quarter of the descriptors stay for the
@@ -272,6 +272,6 @@ mod tests {
         // SAFETY: getrlimit writes the struct we pass.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
         assert_eq!(now.rlim_cur, now.rlim_max);
-        assert_eq!(limit, now.rlim_cur as u64);
+        assert_eq!(limit, now.rlim_cur);
     }
 }
