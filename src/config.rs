@@ -186,6 +186,29 @@ impl RuntimeArgs {
         Ok(Credentials::from_env())
     }
 
+    /// Where the workers' credentials come from, named without the secret.
+    pub fn credentials_source(&self) -> String {
+        let env = |k: &str| std::env::var(k).ok().is_some_and(|v| !v.is_empty());
+        let home = std::env::var("HOME").unwrap_or_default();
+        let file = std::path::Path::new(&home).join(Credentials::FILE_IN_HOME);
+        if self.oauth_token.is_some() {
+            "oauth-token from --oauth-token (CCPOOL_OAUTH_TOKEN)".into()
+        } else if self.anthropic_api_key.is_some() {
+            "api-key from --anthropic-api-key (CCPOOL_ANTHROPIC_API_KEY)".into()
+        } else if let Some(path) = &self.credentials_file {
+            format!("credentials-file {}", path.display())
+        } else if env("CLAUDE_CODE_OAUTH_TOKEN") {
+            "oauth-token from CLAUDE_CODE_OAUTH_TOKEN".into()
+        } else if env("ANTHROPIC_API_KEY") {
+            "api-key from ANTHROPIC_API_KEY".into()
+        } else if file.exists() {
+            format!("credentials-file {}", file.display())
+        } else {
+            "none: set CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) or ANTHROPIC_API_KEY"
+                .into()
+        }
+    }
+
     pub fn worker_settings(&self, credentials: Credentials) -> WorkerSettings {
         let nonzero = |v: u32| (v > 0).then_some(v);
         WorkerSettings {
@@ -419,6 +442,86 @@ impl ServeArgs {
     }
 }
 
+/// The log filter: `RUST_LOG` (default `info`), except that the Docker client never logs
+/// below `info`: at `debug` it prints request bodies, and an exec's body carries the
+/// workers' credentials in its environment.
+pub fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let filter = spec
+        .and_then(|s| tracing_subscriber::EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    filter.add_directive("bollard=info".parse().expect("a valid directive"))
+}
+
+/// Whether a flag holds a secret (its value is never printed).
+fn is_secret_flag(long: &str) -> bool {
+    matches!(long, "api-key" | "oauth-token" | "anthropic-api-key")
+        || long.contains("token")
+        || long.contains("secret")
+        || long.contains("password")
+}
+
+/// The effective configuration of a parsed subcommand as TOML that can be pasted into
+/// `ccpool.toml`: every setting by its flag's long name, with where its value came from.
+/// Secrets are never printed: a secret that is set appears as a comment, masked.
+pub fn to_toml(command: &clap::Command, matches: &clap::ArgMatches, credentials: &str) -> String {
+    use clap::parser::ValueSource;
+    let quote = |v: &str| toml::Value::String(v.to_string()).to_string();
+    let scalar = |v: &str| {
+        if v.parse::<i64>().is_ok()
+            || v.parse::<f64>().is_ok_and(f64::is_finite)
+            || v == "true"
+            || v == "false"
+        {
+            v.to_string()
+        } else {
+            quote(v)
+        }
+    };
+    let mut out = format!(
+        "# ccpool configuration (paste into ccpool.toml; flags > environment > file > defaults)\n\
+         # credentials: {credentials}\n"
+    );
+    for arg in command.get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if matches!(long, "help" | "version" | "config") {
+            continue;
+        }
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::EnvVariable) => "environment or file",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|v| v.map(|s| s.to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        let key = long.replace('-', "_");
+        let is_list = matches!(arg.get_action(), clap::ArgAction::Append);
+        let line = if is_secret_flag(long) {
+            if values.is_empty() {
+                format!("# {key} = (not set)")
+            } else {
+                format!("# {key} = \"***\"  (set, masked; {source})")
+            }
+        } else if is_list {
+            let items: Vec<String> = values.iter().map(|v| quote(v)).collect();
+            format!("{key} = [{}]  # {source}", items.join(", "))
+        } else if let Some(value) = values.first() {
+            format!("{key} = {}  # {source}", scalar(value))
+        } else if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            format!("{key} = false  # {source}")
+        } else {
+            format!("# {key} = (not set)")
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Reads a TOML configuration file into the environment variables the flags read, for
 /// every key not already set in the environment: flags win over the environment, which wins
 /// over the file, which wins over the defaults. `known` maps each flag's long name to its
@@ -611,6 +714,79 @@ mod tests {
             !shown.contains("very-secret") && !shown.contains("tok-secret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_printed_configuration_is_toml_that_round_trips_with_secrets_masked() {
+        use clap::{CommandFactory, FromArgMatches};
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let matches = Serve::command()
+            .try_get_matches_from([
+                "ccpool",
+                "--api-key",
+                "very-secret",
+                "--oauth-token",
+                "tok-secret",
+                "--max-workers",
+                "5",
+                "--cors-origin",
+                "https://a.example",
+                "--writable-rootfs",
+            ])
+            .unwrap();
+        let serve = Serve::from_arg_matches(&matches).unwrap();
+        let text = to_toml(
+            &Serve::command(),
+            &matches,
+            &serve.serve.runtime.credentials_source(),
+        );
+        assert!(
+            !text.contains("very-secret") && !text.contains("tok-secret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# credentials: oauth-token from --oauth-token"),
+            "{text}"
+        );
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(table["max_workers"].as_integer(), Some(5));
+        assert_eq!(table["writable_rootfs"].as_bool(), Some(true));
+        assert_eq!(table["no_init"].as_bool(), Some(false));
+        assert_eq!(table["listen"].as_str(), Some("127.0.0.1:8787"));
+        assert_eq!(
+            table["cors_origin"].as_array().unwrap()[0].as_str(),
+            Some("https://a.example")
+        );
+        assert!(!table.contains_key("api_key") && !table.contains_key("oauth_token"));
+        // What it prints is what `ccpool.toml` accepts.
+        let known: std::collections::HashMap<String, String> = Serve::command()
+            .get_arguments()
+            .filter_map(|a| {
+                Some((
+                    a.get_long()?.to_string(),
+                    a.get_env()?.to_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let settings = file_settings(&text, &known, |_| false).unwrap();
+        assert!(
+            settings
+                .iter()
+                .any(|(k, v)| k == "CCPOOL_MAX_WORKERS" && v == "5")
+        );
+    }
+
+    #[test]
+    fn the_docker_client_never_logs_request_bodies() {
+        for spec in [None, Some("trace"), Some("bollard=trace,debug")] {
+            let filter = log_filter(spec).to_string();
+            assert!(filter.contains("bollard=info"), "{spec:?}: {filter}");
+            assert!(!filter.contains("bollard=trace"), "{spec:?}: {filter}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - `http`: the HTTP surface: `app()` mounts every route; the one chat endpoint, generic over
 //!   the dialect; the session API, models, health and status; request ids, client auth, CORS.
 //! - `listener`: the accept loop (time limits, a connection cap, the file limit).
+//! - `memory`: freed memory given back to the system.
 
 pub mod anthropic;
 pub mod chat;
@@ -36,6 +37,7 @@ pub mod failure;
 pub mod http;
 pub mod images;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod pool;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use ccpool::config::{LogFormat, ServeArgs, file_settings};
 use ccpool::docker::DockerRuntime;
@@ -39,11 +38,24 @@ enum Command {
     Doctor(ServeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with one readable line (the chain of causes), never a Debug dump
+/// or a backtrace, whatever `RUST_BACKTRACE` says.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     load_config_file()?;
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     let (Command::Serve(args) | Command::Config(args) | Command::Doctor(args)) = &cli.command;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = ccpool::config::log_filter(std::env::var("RUST_LOG").ok().as_deref());
     match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt()
@@ -56,7 +68,15 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Config(args) => {
             args.validate()?;
-            println!("{args:#?}");
+            let (_, sub) = matches.subcommand().expect("a subcommand was parsed");
+            let command = Cli::command();
+            let config = command
+                .find_subcommand("config")
+                .expect("config is a subcommand");
+            print!(
+                "{}",
+                ccpool::config::to_toml(config, sub, &args.runtime.credentials_source())
+            );
             Ok(())
         }
         Command::Doctor(args) => runtime.block_on(ccpool::doctor::run(&args)),
@@ -113,7 +133,20 @@ fn load_config_file() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
     let credentials = args.runtime.credentials()?;
-    tracing::info!(credentials = credentials.kind(), "credentials found");
+    match credentials {
+        ccpool::credentials::Credentials::None if args.runtime.upstream_url.is_none() => {
+            tracing::warn!(
+                "no credentials for the workers: set CLAUDE_CODE_OAUTH_TOKEN (a token from \
+                 `claude setup-token`) or ANTHROPIC_API_KEY, or pass --credentials-file; until \
+                 then /ready answers 503 and requests get a 503 that says so"
+            );
+        }
+        _ => tracing::info!(
+            credentials = credentials.kind(),
+            source = %args.runtime.credentials_source(),
+            "credentials found"
+        ),
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -149,6 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut api = args.api_settings();
     api.docker_endpoint = Some(endpoint);
     let file_limit = ccpool::listener::raise_file_limit().unwrap_or(1024);
+    let trimmer = tokio::spawn(ccpool::memory::give_back_periodically(signal.clone()));
     let limits = args.listener_limits(file_limit);
     tracing::info!(
         file_limit,
@@ -167,6 +201,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    signal.cancel();
+    let _ = trimmer.await;
     sessions.shutdown().await;
     pool.shutdown(Duration::from_secs(10)).await;
     Ok(())
