@@ -258,6 +258,8 @@ pub struct SessionStarted {
 /// Why a chat could not start.
 #[derive(Debug)]
 pub enum StartError {
+    /// Refused before any worker was touched (a 400).
+    Invalid(crate::domain::InvalidRequest),
     Pool(PoolError),
     Session(SessionError),
 }
@@ -278,6 +280,10 @@ pub async fn start(
         }
     }
     let forced = request.forced_tool.clone();
+    // What the request or the CLI would refuse is refused here, at once: a worker that
+    // cannot start would cost a container and a long wait.
+    request.check().map_err(StartError::Invalid)?;
+    crate::cli::check_profile(&request.profile).map_err(StartError::Invalid)?;
     let structured = request.structured;
     let mode = |agentic: bool| match (structured, agentic) {
         (true, _) => Mode::Structured,

@@ -283,6 +283,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// More host names clients may use in `Host` (repeatable; in the environment,
+    /// comma-separated). Loopback names and the listen address are always allowed; on a
+    /// loopback address any other `Host` (a DNS-rebinding page) gets a 421.
+    #[arg(
+        long = "allowed-host",
+        env = "CCPOOL_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Fetch `http(s)` image URLs in requests and send them inline (off: such URLs get a
     /// 400). Clients can then make ccpool reach any address it can reach.
     #[arg(long, env = "CCPOOL_FETCH_REMOTE_IMAGES")]
@@ -432,6 +441,8 @@ impl ServeArgs {
             .fetch_remote_images
             .then(|| crate::images::ImageFetcher::new(5 * 1024 * 1024, Duration::from_secs(10)));
         api.cors_origins = self.cors_origins.clone();
+        api.listen = Some(self.listen);
+        api.allowed_hosts = self.allowed_hosts.clone();
         api.openai.reasoning_content = self.openai_reasoning_content;
         api.responses_store = crate::responses::StoreLimits {
             max_responses: self.responses_max,

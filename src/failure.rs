@@ -80,8 +80,25 @@ impl Failure {
         }
     }
 
+    /// The workers have no credentials and the upstream is Anthropic's: every request would
+    /// fail upstream, so it is answered at once with what the operator must do.
+    pub fn no_credentials() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            FailureKind::Server,
+            "ccpool has no credentials for the upstream: the operator must set \
+             CLAUDE_CODE_OAUTH_TOKEN (a token from `claude setup-token`) or ANTHROPIC_API_KEY, \
+             or pass --credentials-file, and restart ccpool",
+        )
+    }
+
     pub fn from_start(e: &StartError) -> Self {
         match e {
+            StartError::Invalid(e) => Self::new(
+                StatusCode::BAD_REQUEST,
+                FailureKind::InvalidRequest,
+                e.to_string(),
+            ),
             StartError::Pool(e) => Self::from_pool(e),
             StartError::Session(e) => Self::from_session(e),
         }

@@ -464,6 +464,7 @@ pub async fn harness_with(api: ApiSettings) -> TestApp {
     let settings = WorkerSettings {
         instance_id: format!("router-{}", uuid::Uuid::new_v4().simple()),
         interrupt_grace: Duration::from_millis(500),
+        credentials: crate::credentials::Credentials::ApiKey("sk-fake".into()),
         ..WorkerSettings::default()
     };
     let config = PoolConfig {

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::routing::post;
 
 use super::endpoint::{chat, count_tokens};
-use super::middleware::{authenticate, cors_layer, not_found, request_context};
+use super::middleware::{authenticate, cors_layer, method_not_allowed, not_found, request_context};
 use super::state::AppState;
 use crate::anthropic::Anthropic;
 use crate::openai::ChatCompletions;
@@ -31,9 +31,14 @@ pub fn app(state: AppState) -> Router {
         .merge(super::models::routes())
         .merge(super::health::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::guard::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -27,6 +27,9 @@ pub async fn chat<D: Dialect>(
     Owner(owner): Owner,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, D::Error> {
+    if state.credentials_missing() {
+        return Err(Failure::no_credentials().into());
+    }
     let request = D::parse(&body)?;
     let context = Context {
         owner,

@@ -25,11 +25,18 @@ async fn ready(State(state): State<AppState>) -> Response {
     let image = &state.pool.settings().sandbox.image;
     let image_present = docker && runtime.image_exists(image).await.unwrap_or(false);
     let warm = state.pool.live_warm();
-    let ready = docker && image_present && warm > 0;
-    let body = json!({
+    let credentials = !state.credentials_missing();
+    let ready = docker && image_present && warm > 0 && credentials;
+    let mut body = json!({
         "ready": ready,
-        "checks": {"docker": docker, "worker_image": image_present, "warm_workers": warm},
+        "checks": {
+            "docker": docker, "worker_image": image_present, "warm_workers": warm,
+            "credentials": credentials,
+        },
     });
+    if !credentials {
+        body["reason"] = json!(crate::failure::Failure::no_credentials().message);
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -229,6 +236,7 @@ mod tests {
             let (status, _, _) = send(
                 &h,
                 Request::post("/v1/messages")
+                    .header("content-type", "application/json")
                     .body(Body::from(ask()))
                     .unwrap(),
             )
@@ -238,6 +246,7 @@ mod tests {
         let (_, _, body) = send(
             &h,
             Request::post("/v1/messages")
+                .header("content-type", "application/json")
                 .body(Body::from("nope"))
                 .unwrap(),
         )

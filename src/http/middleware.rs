@@ -20,6 +20,20 @@ pub async fn not_found(dialect: CallerDialect, uri: axum::http::Uri) -> ApiError
     ))
 }
 
+/// The answer for a route that exists with another method (`GET /v1/messages`), in the
+/// caller's dialect.
+pub async fn method_not_allowed(
+    dialect: CallerDialect,
+    method: Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    dialect.error(Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        FailureKind::InvalidRequest,
+        format!("{method} is not allowed on {}", uri.path()),
+    ))
+}
+
 /// The request id (`x-request-id` from the client, else generated) on the tracing span of the
 /// request and on its response (also as `request-id` for Anthropic callers, as the real API
 /// does); and the request counted by route and status.
@@ -100,26 +114,13 @@ pub async fn authenticate(
 /// CORS: the configured origins, or any localhost origin by default.
 pub fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-    let allow = if origins.is_empty() {
-        AllowOrigin::predicate(|origin, _| {
-            origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.split_once("://"))
-                .is_some_and(|(_, host)| {
-                    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-                        if port.chars().all(|c| c.is_ascii_digit()) {
-                            h
-                        } else {
-                            host
-                        }
-                    });
-                    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-                })
-        })
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
+    // The same rule the guard applies: one list of allowed origins.
+    let configured = origins.to_vec();
+    let allow = AllowOrigin::predicate(move |origin, _| {
+        origin
+            .to_str()
+            .is_ok_and(|o| super::guard::origin_allowed(o, &configured))
+    });
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([

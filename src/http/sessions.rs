@@ -165,6 +165,10 @@ async fn write_file(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let limit = state.api.max_body_bytes as u64;
+    // A body that says its length (content-length) is refused before anything is read.
+    if http_body::Body::size_hint(&body).lower() > limit {
+        return Err(dialect.session(SessionError::FileTooLarge(limit)));
+    }
     let bytes = state
         .sessions
         .write_file(&owner, &id, &path, body.into_data_stream(), limit)

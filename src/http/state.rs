@@ -27,6 +27,14 @@ impl AppState {
             responses,
         }
     }
+
+    /// The workers have no credentials and talk to Anthropic's own API (no `--upstream-url`):
+    /// every request would fail there.
+    pub fn credentials_missing(&self) -> bool {
+        let settings = self.pool.settings();
+        settings.credentials == crate::credentials::Credentials::None
+            && settings.cli.base_url.is_none()
+    }
 }
 
 /// Settings of the HTTP APIs.
@@ -48,6 +56,11 @@ pub struct ApiSettings {
     pub docker_endpoint: Option<String>,
     /// How many Responses API responses are kept, and for how long.
     pub responses_store: crate::responses::StoreLimits,
+    /// The address ccpool listens on: a loopback one makes `Host` checked (DNS rebinding).
+    pub listen: Option<std::net::SocketAddr>,
+    /// More host names a `Host` header may carry (besides loopback names and the listen
+    /// address); when set, `Host` is checked whatever the listen address.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -61,6 +74,8 @@ impl Default for ApiSettings {
             image_fetcher: None,
             docker_endpoint: None,
             responses_store: Default::default(),
+            listen: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
