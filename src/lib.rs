@@ -22,7 +22,7 @@
 //! - `http`: the HTTP surface: `app()` mounts every route; the one chat endpoint, generic over
 //!   the dialect; the session API, models, health and status; request ids, client auth, CORS.
 //! - `listener`: the accept loop (time limits, a connection cap, the file limit).
-//! - `memory`: freed memory given back to the system.
+//! - `memory`: the allocator (jemalloc, which gives freed memory back) and RSS readings.
 
 pub mod anthropic;
 pub mod chat;

@@ -182,7 +182,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut api = args.api_settings();
     api.docker_endpoint = Some(endpoint);
     let file_limit = ccpool::listener::raise_file_limit().unwrap_or(1024);
-    let trimmer = tokio::spawn(ccpool::memory::give_back_periodically(signal.clone()));
     let limits = args.listener_limits(file_limit);
     tracing::info!(
         file_limit,
@@ -201,8 +200,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    signal.cancel();
-    let _ = trimmer.await;
     sessions.shutdown().await;
     pool.shutdown(Duration::from_secs(10)).await;
     Ok(())

@@ -73,7 +73,7 @@ impl Metrics {
         );
         registry.register(
             "first_delta_seconds",
-            "Time from request to the first text delta",
+            "Time from the request's arrival to the first text delta",
             first_delta.clone(),
         );
         registry.register(
@@ -115,18 +115,18 @@ impl Metrics {
         out
     }
 
-    /// Passes a chat stream through, timing its first text delta and its end, and counting
-    /// its tokens.
+    /// Passes a chat stream through, timing its first text delta and its end from the
+    /// request's arrival (`started`), and counting its tokens.
     pub fn observe<S>(
         &self,
         route: &'static str,
+        started: Instant,
         items: S,
     ) -> impl Stream<Item = ChatItem> + Send + use<S>
     where
         S: Stream<Item = ChatItem> + Send,
     {
         use futures::StreamExt;
-        let started = Instant::now();
         let metrics = self.clone();
         let mut first_seen = false;
         items.inspect(move |item| match item {

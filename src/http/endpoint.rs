@@ -23,6 +23,7 @@ use crate::images::ImageFetcher;
 /// `POST` a chat request in dialect `D`.
 pub async fn chat<D: Dialect>(
     State(state): State<AppState>,
+    arrival: Option<axum::Extension<super::middleware::Arrival>>,
     SessionTarget(target): SessionTarget,
     Owner(owner): Owner,
     LimitedBody(body): LimitedBody,
@@ -58,9 +59,12 @@ pub async fn chat<D: Dialect>(
             return Err(Failure::from_chat(failure).into());
         }
     }
-    let items = state
-        .metrics
-        .observe(D::ROUTE, futures::stream::iter(first).chain(stream));
+    let arrived = arrival.map_or_else(std::time::Instant::now, |a| a.0.0);
+    let items = state.metrics.observe(
+        D::ROUTE,
+        arrived,
+        futures::stream::iter(first).chain(stream),
+    );
     let response = if streaming {
         sse(items, reply, state.api.ping_interval)
     } else {

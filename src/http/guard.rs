@@ -5,7 +5,8 @@
 //! - a `POST` to a JSON endpoint must say `application/json` (a `+json` type will do), or
 //!   carry no body at all: otherwise a 415;
 //! - the `Host` header must name the listen address, a loopback name or a configured host
-//!   (checked when ccpool listens on loopback, or when hosts are configured): otherwise 421.
+//!   (checked when ccpool listens on loopback, serves without keys, or hosts are
+//!   configured): otherwise 421.
 //!
 //! The official SDKs, curl and browsers on allowed origins send what passes.
 
@@ -116,7 +117,9 @@ fn is_loopback_name(host: &str) -> bool {
 
 /// Whether a `Host` header names ccpool.
 pub fn host_allowed(value: &str, api: &ApiSettings) -> bool {
-    let checked = !api.allowed_hosts.is_empty() || api.listen.is_some_and(|l| l.ip().is_loopback());
+    let checked = !api.allowed_hosts.is_empty()
+        || api.api_keys.is_empty()
+        || api.listen.is_some_and(|l| l.ip().is_loopback());
     if !checked {
         return true;
     }
@@ -324,13 +327,23 @@ mod tests {
             ),
             200
         );
-        let open = ApiSettings {
+        let keyed = ApiSettings {
+            listen: Some("0.0.0.0:8787".parse().unwrap()),
+            api_keys: vec!["k".into()],
+            ..ApiSettings::default()
+        };
+        let keyless = ApiSettings {
             listen: Some("0.0.0.0:8787".parse().unwrap()),
             ..ApiSettings::default()
         };
+        let host =
+            |api: &ApiSettings, h: &str| verdict(api, Method::GET, "/status", &[("host", h)]);
+        assert_eq!(host(&keyed, "box.lan:8787"), 200);
         assert_eq!(
-            verdict(&open, Method::GET, "/status", &[("host", "box.lan:8787")]),
-            200
+            host(&keyless, "box.lan:8787"),
+            421,
+            "no keys: Host is checked"
         );
+        assert_eq!(host(&keyless, "127.0.0.1:8787"), 200);
     }
 }

@@ -34,6 +34,10 @@ pub async fn method_not_allowed(
     ))
 }
 
+/// When the request arrived (its headers were read): the metrics time from here.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival(pub std::time::Instant);
+
 /// The request id (`x-request-id` from the client, else generated) on the tracing span of the
 /// request and on its response (also as `request-id` for Anthropic callers, as the real API
 /// does); and the request counted by route and status.
@@ -59,6 +63,9 @@ pub async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert("x-request-id", value);
     }
+    request
+        .extensions_mut()
+        .insert(Arrival(std::time::Instant::now()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), route = %route);
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), "answered"));

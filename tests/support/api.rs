@@ -37,6 +37,8 @@ impl Server {
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let sessions = Sessions::start(pool.clone(), session_config).await.unwrap();
+        let mut api = api;
+        api.listen = Some(listener.local_addr().unwrap());
         let state = AppState::new(pool.clone(), sessions.clone(), api);
         let task = tokio::spawn(ccpool::listener::serve(
             listener,
