@@ -386,7 +386,7 @@ async fn bad_input_is_answered_with_a_4xx_in_the_anthropic_shape() {
         (json!({"model": "m", "max_tokens": "five", "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "invalid_request_error"),
         (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "wizard", "content": "x"}]}).to_string(), 400, "invalid_request_error"),
         (json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "invalid_request_error"),
-        (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"name": "t", "input_schema": {"type": "object"}}]}).to_string(), 400, "invalid_request_error"),
+        (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}).to_string(), 400, "invalid_request_error"),
         (huge, 413, "request_too_large"),
     ];
     for (body, status, kind) in cases {
