@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 use ccpool::config::{LogFormat, ServeArgs, file_settings};
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
+use ccpool::gateway::{Gateway, RelayLink, with_retry_after};
 use ccpool::http::{AppState, app};
+use ccpool::network::GuardedListener;
 use ccpool::pool::WarmPool;
 use ccpool::runtime::ContainerRuntime;
 
@@ -132,9 +134,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+
+    // The workers' network, and the relay: their only way to the model API.
+    let network = ccpool::network::prepare(
+        &runtime,
+        &args.runtime.network,
+        &args.runtime.instance,
+        args.runtime.relay_listen,
+        args.runtime.relay_url.clone(),
+    )
+    .await
+    .context("preparing the workers' network")?;
+    tracing::info!("{}", network.summary);
+    let gateway = Gateway::new(&credentials, args.runtime.gateway_config(&credentials))?;
+    let relay_listener = tokio::net::TcpListener::bind(network.relay_listen)
+        .await
+        .with_context(|| format!("binding the relay to {}", network.relay_listen))?;
+    let relay_addr = gateway.serve(relay_listener)?;
+    let relay_url = network
+        .relay_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{relay_addr}"));
+    tracing::info!(listen = %relay_addr, url = %relay_url, "relay serving");
+    let mut settings = args.runtime.worker_settings(credentials);
+    settings.sandbox.network = network.mode.clone();
+    settings.relay = Some(RelayLink {
+        url: relay_url,
+        gateway: gateway.clone(),
+    });
     let pool = WarmPool::start(
-        Arc::new(runtime),
-        args.runtime.worker_settings(credentials),
+        Arc::new(runtime.clone()),
+        settings,
         args.runtime.pool_config(),
         LaunchProfile::default(),
     )
@@ -148,9 +178,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = tokio_util::sync::CancellationToken::new();
     let mut api = args.api_settings();
     api.docker_endpoint = Some(endpoint);
+    let listener = GuardedListener::new(listener, network.worker_subnets.clone());
     let server = axum::serve(
         listener,
-        app(AppState::new(pool.clone(), sessions.clone(), api)),
+        with_retry_after(
+            app(AppState::new(pool.clone(), sessions.clone(), api)),
+            gateway.clone(),
+        ),
     )
     .with_graceful_shutdown(signal.clone().cancelled_owned());
     let mut server = std::pin::pin!(server.into_future());
@@ -165,6 +199,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     sessions.shutdown().await;
     pool.shutdown(Duration::from_secs(10)).await;
+    gateway.shutdown().await;
+    ccpool::network::remove(&runtime, &network).await;
     Ok(())
 }
 

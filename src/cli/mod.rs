@@ -6,7 +6,10 @@ pub mod lines;
 pub mod protocol;
 pub mod transcript;
 
-pub use launch::{CliSettings, cli_argv, cli_env, kill_cli_command, resume_args, with_pid_file};
+pub use launch::{
+    CliSettings, cli_argv, cli_env, credential_prelude, kill_cli_command, resume_args,
+    with_pid_file,
+};
 pub use lines::{LineError, ndjson_lines};
 pub use protocol::{
     CliEvent, ControlRequest, ControlResult, Initialized, ResultLine, StdinLine, StreamEvent,

@@ -25,10 +25,17 @@ async fn ready(State(state): State<AppState>) -> Response {
     let image = &state.pool.settings().sandbox.image;
     let image_present = docker && runtime.image_exists(image).await.unwrap_or(false);
     let warm = state.pool.live_warm();
-    let ready = docker && image_present && warm > 0;
+    let gateway = state
+        .pool
+        .settings()
+        .relay
+        .as_ref()
+        .and_then(|r| r.gateway.not_ready_because());
+    let ready = docker && image_present && warm > 0 && gateway.is_none();
     let body = json!({
         "ready": ready,
-        "checks": {"docker": docker, "worker_image": image_present, "warm_workers": warm},
+        "checks": {"docker": docker, "worker_image": image_present, "warm_workers": warm,
+                   "upstream_credential": gateway.as_deref().unwrap_or("ok")},
     });
     let status = if ready {
         StatusCode::OK
@@ -64,6 +71,8 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "cli_version": state.pool.cli_version(),
         "docker_version": docker,
         "docker_endpoint": state.api.docker_endpoint,
+        "network": state.pool.settings().sandbox.network,
+        "gateway": state.pool.settings().relay.as_ref().map(|r| r.gateway.status_json()),
     }))
 }
 

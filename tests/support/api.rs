@@ -33,9 +33,13 @@ impl Server {
             .insert("gpt-4o".into(), "claude-sonnet-4-5".into());
         let sessions = Sessions::start(pool.clone(), session_config).await.unwrap();
         let state = AppState::new(pool.clone(), sessions.clone(), api);
+        let mut router = app(state);
+        if let Some(relay) = &pool.settings().relay {
+            router = ccpool::gateway::with_retry_after(router, relay.gateway.clone());
+        }
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app(state))
+            axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
                 .unwrap();
