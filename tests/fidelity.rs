@@ -32,6 +32,8 @@ async fn stack() -> Stack {
     let mock = MockUpstream::start().await;
     let mut config = pool_config(reuse(), 1);
     config.max_workers = 4;
+    // Affinity off: this test reuses workers after their reset, which is what it checks.
+    config.hold_idle = std::time::Duration::ZERO;
     let pool = start_pool(
         settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
         config,
