@@ -22,9 +22,13 @@ struct Stack {
 
 async fn stack() -> Stack {
     let mock = MockUpstream::start().await;
+    // Room for every holding: with capacity used up, a new conversation would take over a
+    // holding (reset) instead, and these tests count holdings.
+    let mut config = pool_config(reuse(), 1);
+    config.max_workers = 6;
     let pool = start_pool(
         settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
-        pool_config(reuse(), 1),
+        config,
     )
     .await;
     let server = Server::start(&pool).await;
