@@ -6,13 +6,17 @@
 //!
 //! Run: `cargo bench --bench pool` (needs the images from images/build.sh). Sizes can be set
 //! with BENCH_REQUESTS (per measured phase, default 40); BENCH_PHASES picks phases
-//! (`host,reuse,fresh,follow,http`, default all). `http` runs everything through ccpool's
-//! HTTP server with default pool settings: a burst right after start, stateless three-turn
-//! conversations at c=1 and c=4, a new session's first turn (BENCH_BURST sets the burst size,
-//! default 80).
+//! (`relay,host,reuse,fresh,follow,http`, default all). `relay` is the relay's own first-delta
+//! overhead. `http` runs everything through ccpool's HTTP server with default pool settings: a
+//! burst right after start, stateless three-turn conversations at c=1 and c=4, a new session's
+//! first turn (BENCH_BURST sets the burst size, default 80). Workers run on the internal test
+//! network and reach the mock through the relay.
 
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
+#[path = "../tests/support/docker.rs"]
+#[allow(dead_code)]
+mod test_docker;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -108,11 +112,8 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
     std::fs::create_dir_all(&home).ok()?;
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .envs(cli_env(
-            &settings,
-            &LaunchProfile::default(),
-            &Credentials::ApiKey("sk-bench".into()),
-        ))
+        .envs(cli_env(&settings, &LaunchProfile::default(), None))
+        .env("ANTHROPIC_API_KEY", "sk-bench")
         .env("HOME", &home)
         .current_dir(&home)
         .stdin(Stdio::piped())
@@ -251,18 +252,97 @@ async fn run_phase(pool: &WarmPool, name: &str, concurrency: usize, n: usize) ->
     }
 }
 
-/// Worker settings for a benchmark instance: host networking to reach the mock.
+/// Worker settings for a benchmark instance: workers on the internal test network, reaching
+/// the mock through the relay, as users' workers do.
 fn bench_settings(mock: &MockUpstream, instance: &str) -> WorkerSettings {
+    let credentials = Credentials::ApiKey("sk-bench".into());
+    let relay = test_docker::start_relay(
+        &mock.base_url(),
+        &credentials,
+        ccpool::gateway::BrokerConfig::default(),
+    );
     let mut settings = WorkerSettings {
         instance_id: instance.into(),
-        credentials: Credentials::ApiKey("sk-bench".into()),
+        credentials,
+        relay: Some(relay),
         ..WorkerSettings::default()
     };
     settings.sandbox.image =
         std::env::var("CCPOOL_WORKER_IMAGE").unwrap_or_else(|_| "ccpool-worker:latest".into());
-    settings.sandbox.network = "host".into();
-    settings.cli.base_url = Some(mock.base_url());
+    settings.sandbox.network = test_docker::test_network().0;
     settings
+}
+
+/// The relay's own cost: the time to the first `content_block_delta` of a streamed answer,
+/// asked of the mock directly and through the relay, alternately, from the host.
+async fn bench_relay_overhead(mock: &MockUpstream, n: usize) {
+    let relay = test_docker::start_relay(
+        &mock.base_url(),
+        &Credentials::ApiKey("sk-bench".into()),
+        ccpool::gateway::BrokerConfig::default(),
+    );
+    let token = relay.gateway.issue("bench");
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let body = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "relay overhead"}]})
+    .to_string();
+    let first_delta = |url: String, key: String| {
+        let http = http.clone();
+        let body = body.clone();
+        async move {
+            let started = Instant::now();
+            let response = http
+                .post(format!("{url}/v1/messages"))
+                .header("x-api-key", key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("a response");
+            assert_eq!(response.status().as_u16(), 200);
+            let mut stream = response.bytes_stream();
+            let mut seen = String::new();
+            let mut first = None;
+            while let Some(chunk) = stream.next().await {
+                seen.push_str(&String::from_utf8_lossy(&chunk.expect("a chunk")));
+                if first.is_none() && seen.contains("content_block_delta") {
+                    first = Some(started.elapsed());
+                }
+            }
+            first.expect("a delta")
+        }
+    };
+    let (mut direct, mut relayed) = (Vec::new(), Vec::new());
+    let rounds = (n * 5).max(100);
+    for i in 0..rounds + 10 {
+        let d = first_delta(mock.base_url(), "sk-bench".into()).await;
+        let r = first_delta(relay.url.clone(), token.secret().expose().to_string()).await;
+        if i >= 10 {
+            direct.push(d);
+            relayed.push(r);
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    let (d50, d90) = (pct(&mut direct, 0.5), pct(&mut direct, 0.9));
+    let (r50, r90) = (pct(&mut relayed, 0.5), pct(&mut relayed, 0.9));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "relay overhead ({rounds} streamed requests each, host client → mock): first delta direct p50 {:.2} ms p90 {:.2} ms; \
+         through the relay p50 {:.2} ms p90 {:.2} ms; added p50 {:.2} ms, p90 {:.2} ms",
+        ms(d50),
+        ms(d90),
+        ms(r50),
+        ms(r90),
+        ms(r50) - ms(d50),
+        ms(r90) - ms(d90)
+    );
+    relay.gateway.shutdown().await;
 }
 
 async fn bench_policy(
@@ -676,6 +756,9 @@ fn main() {
         );
         let wanted = std::env::var("BENCH_PHASES").unwrap_or_default();
         let run = |phase: &str| wanted.is_empty() || wanted.split(',').any(|p| p == phase);
+        if run("relay") {
+            bench_relay_overhead(&mock, n).await;
+        }
         let mut phases = Vec::new();
         if run("host") {
             phases.extend(host_baseline(&mock, n).await);

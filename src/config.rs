@@ -58,9 +58,30 @@ pub struct RuntimeArgs {
         default_value = "ccpool-worker:latest"
     )]
     pub worker_image: String,
-    /// Docker network mode of worker containers: bridge, none, host, or a network name.
-    #[arg(long, env = "CCPOOL_NETWORK", default_value = "bridge")]
+    /// The workers' network. `internal` (default): ccpool creates an internal network (no
+    /// route out, no traffic between workers) whose only reachable endpoint is its relay.
+    /// Or a network name (compose: set --relay-listen and --relay-url too), `none`, or
+    /// `host` (UNSAFE: workers reach everything the host reaches, ccpool's API included).
+    #[arg(long, env = "CCPOOL_NETWORK", default_value = crate::network::INTERNAL)]
     pub network: String,
+    /// Where the relay listens. Default: the host's address on the workers' network, any
+    /// port (127.0.0.1 with `host` networking).
+    #[arg(long, env = "CCPOOL_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
+    /// The relay's URL as workers see it. Default: built from the address it listens on.
+    #[arg(long, env = "CCPOOL_RELAY_URL")]
+    pub relay_url: Option<String>,
+    /// Host names that tools of sessions may fetch from. Not supported yet: any value is
+    /// refused (workers have no way out but the model API).
+    #[arg(
+        long = "egress-allow",
+        env = "CCPOOL_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub egress_allow: Vec<String>,
+    /// The OAuth token endpoint ccpool refreshes a credentials file's access token at.
+    #[arg(long, env = "CCPOOL_OAUTH_TOKEN_URL", default_value = crate::gateway::broker::CLAUDE_OAUTH_TOKEN_URL)]
+    pub oauth_token_url: String,
     /// Memory limit of each worker container, in MiB (0: none).
     #[arg(long, env = "CCPOOL_MEMORY_MIB", default_value_t = 1024)]
     pub memory_mib: u32,
@@ -85,7 +106,8 @@ pub struct RuntimeArgs {
     /// Run without an init process as PID 1 (one runs by default).
     #[arg(long, env = "CCPOOL_NO_INIT")]
     pub no_init: bool,
-    /// `ANTHROPIC_BASE_URL` for the workers' CLI.
+    /// The upstream the relay forwards the workers' model API requests to (default: the
+    /// Anthropic API).
     #[arg(long, env = "CCPOOL_UPSTREAM_URL")]
     pub upstream_url: Option<String>,
     /// The model workers start with; requests for it need no model switch.
@@ -162,6 +184,18 @@ impl RuntimeArgs {
         {
             return err("instance must be letters, digits, '-' or '_'");
         }
+        if !self.egress_allow.is_empty() {
+            return err(
+                "egress-allow is not supported yet: workers reach nothing but the model API through ccpool's \
+                 relay, and ccpool has no filtering egress proxy that could let tools fetch from chosen hosts \
+                 without opening everything. Remove the setting",
+            );
+        }
+        if let Some(url) = &self.upstream_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err("upstream-url must be an http:// or https:// URL");
+            }
+        }
         Ok(())
     }
 
@@ -226,7 +260,6 @@ impl RuntimeArgs {
                 ..SandboxConfig::default()
             },
             cli: CliSettings {
-                base_url: self.upstream_url.clone(),
                 model: self.default_model.clone(),
                 max_retries: self.cli_max_retries,
                 stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_secs),
@@ -237,6 +270,29 @@ impl RuntimeArgs {
             start_timeout: Duration::from_secs(self.start_timeout_secs),
             silence_limit: Duration::from_secs(self.silence_limit_secs),
             ..WorkerSettings::default()
+        }
+    }
+
+    /// The gateway's settings. A credentials file is written back to where it was read
+    /// after each refresh, so that a restart starts from the newest refresh token.
+    pub fn gateway_config(&self, credentials: &Credentials) -> crate::gateway::GatewayConfig {
+        let file = match credentials {
+            Credentials::CredentialsFile(_) => self.credentials_file.clone().or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|home| std::path::Path::new(&home).join(Credentials::FILE_IN_HOME))
+            }),
+            _ => None,
+        };
+        crate::gateway::GatewayConfig {
+            upstream: self
+                .upstream_url
+                .clone()
+                .unwrap_or_else(|| crate::gateway::DEFAULT_UPSTREAM.to_string()),
+            broker: crate::gateway::BrokerConfig {
+                token_url: self.oauth_token_url.clone(),
+                write_back: file,
+                ..crate::gateway::BrokerConfig::default()
+            },
         }
     }
 
@@ -592,7 +648,16 @@ mod tests {
         let cli = Cli::try_parse_from(["ccpool"]).unwrap();
         cli.runtime.validate().unwrap();
         let settings = cli.runtime.worker_settings(Credentials::None);
-        assert_eq!(settings.sandbox, SandboxConfig::default());
+        assert_eq!(
+            settings.sandbox,
+            SandboxConfig {
+                network: crate::network::INTERNAL.to_string(),
+                ..SandboxConfig::default()
+            }
+        );
+        let gateway = cli.runtime.gateway_config(&Credentials::None);
+        assert_eq!(gateway.upstream, crate::gateway::DEFAULT_UPSTREAM);
+        assert_eq!(gateway.broker.write_back, None);
         assert!(matches!(
             cli.runtime.pool_config().policy,
             ReusePolicy::Reuse { max_uses: 100, .. }
@@ -606,6 +671,8 @@ mod tests {
             vec!["ccpool", "--warm", "9"],
             vec!["ccpool", "--instance", "a b"],
             vec!["ccpool", "--cpus=-1"],
+            vec!["ccpool", "--egress-allow", "pypi.org"],
+            vec!["ccpool", "--upstream-url", "api.anthropic.com"],
         ] {
             let cli = Cli::try_parse_from(&args).unwrap();
             assert!(cli.runtime.validate().is_err(), "{args:?}");

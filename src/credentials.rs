@@ -43,34 +43,16 @@ pub enum Credentials {
     OAuthToken(Secret),
     /// An API key, sent upstream as `x-api-key`.
     ApiKey(Secret),
-    /// The content of a `~/.claude/.credentials.json`, copied into each container's tmpfs home.
+    /// The content of a `~/.claude/.credentials.json`, refresh token included: the gateway's
+    /// broker sends its access token upstream and refreshes it; no worker ever sees it.
     CredentialsFile(Secret),
     /// No credentials (the upstream does not check them, as in some tests).
     None,
 }
 
 impl Credentials {
-    /// Where a credentials file goes inside a worker, relative to `$HOME`.
+    /// Where the CLI keeps its credentials file, relative to `$HOME`.
     pub const FILE_IN_HOME: &'static str = ".claude/.credentials.json";
-
-    /// The environment variables that carry these credentials to the CLI.
-    pub fn cli_env(&self) -> Vec<(String, String)> {
-        match self {
-            Credentials::OAuthToken(t) => {
-                vec![("CLAUDE_CODE_OAUTH_TOKEN".into(), t.expose().to_string())]
-            }
-            Credentials::ApiKey(k) => vec![("ANTHROPIC_API_KEY".into(), k.expose().to_string())],
-            Credentials::CredentialsFile(_) | Credentials::None => Vec::new(),
-        }
-    }
-
-    /// The credentials file content to place in the worker's home, if any.
-    pub fn file_content(&self) -> Option<&Secret> {
-        match self {
-            Credentials::CredentialsFile(content) => Some(content),
-            _ => None,
-        }
-    }
 
     /// A description without the secret, for status pages and logs.
     pub fn kind(&self) -> &'static str {
@@ -82,35 +64,47 @@ impl Credentials {
         }
     }
 
-    /// A credentials file's content, with its refresh token removed: workers use the access
-    /// token and can never rotate the user's refresh token behind their back.
+    /// A credentials file's content, checked to hold an OAuth entry. It stays in ccpool.
     pub fn from_file_content(content: &str) -> Result<Credentials, String> {
-        let mut value: serde_json::Value = serde_json::from_str(content)
+        let value: serde_json::Value = serde_json::from_str(content)
             .map_err(|e| format!("the credentials file is not JSON: {e}"))?;
-        let oauth = value
-            .get_mut("claudeAiOauth")
-            .and_then(|o| o.as_object_mut())
+        value
+            .get("claudeAiOauth")
+            .and_then(|o| o.as_object())
             .ok_or("the credentials file has no claudeAiOauth entry")?;
-        oauth.remove("refreshToken");
         Ok(Credentials::CredentialsFile(Secret::new(value.to_string())))
     }
 
-    /// When a credentials file's access token expires, as milliseconds since the epoch.
-    pub fn expires_at_ms(&self) -> Option<u64> {
+    fn file_field(&self, key: &str) -> Option<serde_json::Value> {
         let Credentials::CredentialsFile(content) = self else {
             return None;
         };
         let value: serde_json::Value = serde_json::from_str(content.expose()).ok()?;
-        value.get("claudeAiOauth")?.get("expiresAt")?.as_u64()
+        value.get("claudeAiOauth")?.get(key).cloned()
     }
 
-    /// A warning for credentials that will stop working soon, without the secret.
+    /// When a credentials file's access token expires, as milliseconds since the epoch.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        self.file_field("expiresAt")?.as_u64()
+    }
+
+    /// Whether a credentials file carries a refresh token (ccpool then refreshes it).
+    pub fn refreshable(&self) -> bool {
+        self.file_field("refreshToken")
+            .is_some_and(|r| r.as_str().is_some_and(|r| !r.is_empty()))
+    }
+
+    /// A warning for credentials that will stop working soon and cannot be refreshed,
+    /// without the secret.
     pub fn expiry_warning(&self, now_ms: u64) -> Option<String> {
+        if self.refreshable() {
+            return None;
+        }
         let expires = self.expires_at_ms()?;
         let left_min = expires.saturating_sub(now_ms) / 60_000;
         Some(format!(
             "only a short-lived access token is available (from a credentials file; it expires in {left_min} min \
-             and workers will not refresh it): create a long-lived token with `claude setup-token` and set \
+             and has no refresh token): create a long-lived token with `claude setup-token` and set \
              CLAUDE_CODE_OAUTH_TOKEN"
         ))
     }
@@ -142,12 +136,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_copied_credentials_file_never_carries_the_refresh_token() {
+    fn a_credentials_file_keeps_its_refresh_token_in_ccpool() {
         let file = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-a","refreshToken":"sk-ant-ort01-r","expiresAt":4102444800000,"scopes":["user:inference"]}}"#;
         let c = Credentials::from_file_content(file).unwrap();
-        let content = c.file_content().unwrap().expose().to_string();
-        assert!(content.contains("sk-ant-oat01-a") && !content.contains("sk-ant-ort01-r"));
+        assert!(c.refreshable());
         assert_eq!(c.expires_at_ms(), Some(4_102_444_800_000));
+        assert!(c.expiry_warning(0).is_none(), "ccpool refreshes it");
+        let without =
+            r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-a","expiresAt":4102444800000}}"#;
+        let c = Credentials::from_file_content(without).unwrap();
+        assert!(!c.refreshable());
         let warning = c.expiry_warning(4_102_444_800_000 - 90 * 60_000).unwrap();
         assert!(
             warning.contains("90 min")
@@ -172,20 +170,5 @@ mod tests {
             let shown = format!("{c:?} {}", c.kind());
             assert!(!shown.contains("SECRET"), "{shown}");
         }
-    }
-
-    #[test]
-    fn each_kind_reaches_the_cli_its_own_way() {
-        assert_eq!(
-            Credentials::OAuthToken("t".into()).cli_env(),
-            vec![("CLAUDE_CODE_OAUTH_TOKEN".to_string(), "t".to_string())]
-        );
-        assert_eq!(
-            Credentials::ApiKey("k".into()).cli_env(),
-            vec![("ANTHROPIC_API_KEY".to_string(), "k".to_string())]
-        );
-        let file = Credentials::CredentialsFile("{}".into());
-        assert!(file.cli_env().is_empty());
-        assert_eq!(file.file_content().map(Secret::expose), Some("{}"));
     }
 }

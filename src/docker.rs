@@ -85,6 +85,88 @@ impl DockerRuntime {
     }
 }
 
+/// A Docker network as ccpool needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    /// No route out of the network (`--internal`).
+    pub internal: bool,
+    /// Containers on the network can talk to each other.
+    pub inter_container: bool,
+    /// Its subnets, as `a.b.c.d/n`.
+    pub subnets: Vec<String>,
+    /// The host's address on the network (the bridge's gateway), where a relay on the host
+    /// listens for workers.
+    pub gateway: Option<std::net::IpAddr>,
+}
+
+impl DockerRuntime {
+    /// The network `name`, or `None` if there is none.
+    pub async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>, RuntimeError> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(n) => {
+                let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+                let options = n.options.unwrap_or_default();
+                Ok(Some(NetworkInfo {
+                    name: n.name.unwrap_or_else(|| name.to_string()),
+                    internal: n.internal == Some(true),
+                    inter_container: options.get(ICC_OPTION).is_none_or(|v| v != "false"),
+                    subnets: configs.iter().filter_map(|c| c.subnet.clone()).collect(),
+                    gateway: configs
+                        .iter()
+                        .filter_map(|c| c.gateway.as_deref()?.parse().ok())
+                        .next(),
+                }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(RuntimeError::Network(format!(
+                "inspecting network {name}: {e}"
+            ))),
+        }
+    }
+
+    /// Creates an internal bridge network (no route out) on which containers cannot reach
+    /// each other, only the host's address on it.
+    pub async fn create_internal_network(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<NetworkInfo, RuntimeError> {
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            labels: Some(labels.clone()),
+            options: Some(HashMap::from([(
+                ICC_OPTION.to_string(),
+                "false".to_string(),
+            )])),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(|e| RuntimeError::Network(format!("creating network {name}: {e}")))?;
+        self.inspect_network(name).await?.ok_or_else(|| {
+            RuntimeError::Network(format!("network {name} vanished after its creation"))
+        })
+    }
+
+    /// Removes a network; removing one that is gone succeeds.
+    pub async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(RuntimeError::Network(format!(
+                "removing network {name}: {e}"
+            ))),
+        }
+    }
+}
+
+/// The bridge driver's switch for traffic between containers of one network.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 /// The current user's id, for the rootless socket path (`/run/user/<uid>`).
 fn current_uid() -> u32 {
     std::fs::metadata("/proc/self")

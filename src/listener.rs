@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Time limits and the cap of the accept loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Connections served at once; past it, a new one gets a 503 and is closed.
     pub max_connections: usize,
@@ -31,6 +31,9 @@ pub struct Limits {
     pub body_read: Duration,
     /// How long a write to a client that does not read may stay stalled.
     pub write_stall: Duration,
+    /// Peers whose connections are closed unanswered: the workers' networks, so that no
+    /// sandbox reaches ccpool's API.
+    pub refused_peers: Vec<crate::network::Subnet>,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             header_read: Duration::from_secs(30),
             body_read: Duration::from_secs(30),
             write_stall: Duration::from_secs(60),
+            refused_peers: Vec::new(),
         }
     }
 }
@@ -103,8 +107,12 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
+                if limits.refused_peers.iter().any(|s| s.contains(peer.ip())) {
+                    tracing::warn!(peer = %peer.ip(), "refused a connection to the API from the workers' network");
+                    continue;
+                }
                 stream
             }
             Err(e) => {

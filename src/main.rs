@@ -10,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ccpool::config::{LogFormat, ServeArgs, file_settings};
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
+use ccpool::gateway::{Gateway, RelayLink, with_retry_after};
 use ccpool::http::{AppState, app};
 use ccpool::pool::WarmPool;
 use ccpool::runtime::ContainerRuntime;
@@ -165,9 +166,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+
+    // The workers' network, and the relay: their only way to the model API.
+    let network = ccpool::network::prepare(
+        &runtime,
+        &args.runtime.network,
+        &args.runtime.instance,
+        args.runtime.relay_listen,
+        args.runtime.relay_url.clone(),
+    )
+    .await
+    .context("preparing the workers' network")?;
+    tracing::info!("{}", network.summary);
+    let gateway = Gateway::new(&credentials, args.runtime.gateway_config(&credentials))?;
+    let relay_listener = tokio::net::TcpListener::bind(network.relay_listen)
+        .await
+        .with_context(|| format!("binding the relay to {}", network.relay_listen))?;
+    let relay_addr = gateway.serve(relay_listener)?;
+    let relay_url = network
+        .relay_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{relay_addr}"));
+    tracing::info!(listen = %relay_addr, url = %relay_url, "relay serving");
+    let mut settings = args.runtime.worker_settings(credentials);
+    settings.sandbox.network = network.mode.clone();
+    settings.relay = Some(RelayLink {
+        url: relay_url,
+        gateway: gateway.clone(),
+    });
     let pool = WarmPool::start(
-        Arc::new(runtime),
-        args.runtime.worker_settings(credentials),
+        Arc::new(runtime.clone()),
+        settings,
         args.runtime.pool_config(),
         LaunchProfile::default(),
     )
@@ -182,13 +211,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut api = args.api_settings();
     api.docker_endpoint = Some(endpoint);
     let file_limit = ccpool::listener::raise_file_limit().unwrap_or(1024);
-    let limits = args.listener_limits(file_limit);
+    let mut limits = args.listener_limits(file_limit);
+    limits.refused_peers = network.worker_subnets.clone();
     tracing::info!(
         file_limit,
         max_connections = limits.max_connections,
         "connection limits"
     );
-    let router = app(AppState::new(pool.clone(), sessions.clone(), api));
+    let router = with_retry_after(
+        app(AppState::new(pool.clone(), sessions.clone(), api)),
+        gateway.clone(),
+    );
     let server = ccpool::listener::serve(listener, router, limits, signal.clone());
     let mut server = std::pin::pin!(server);
     tokio::select! {
@@ -202,6 +235,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     sessions.shutdown().await;
     pool.shutdown(Duration::from_secs(10)).await;
+    gateway.shutdown().await;
+    ccpool::network::remove(&runtime, &network).await;
     Ok(())
 }
 

@@ -86,6 +86,9 @@ impl Metrics {
             "Tokens of answered requests by kind",
             tokens.clone(),
         );
+        if let Some(relay) = &pool.settings().relay {
+            relay.gateway.report().register(&mut registry);
+        }
         registry.register_collector(Box::new(PoolCollector { pool, sessions }));
         Metrics {
             registry: Arc::new(Mutex::new(registry)),

@@ -122,6 +122,8 @@ pub enum RuntimeError {
     RemoveVolume { name: String, cause: String },
     #[error("listing volumes: {0}")]
     ListVolumes(String),
+    #[error("{0}")]
+    Network(String),
 }
 
 /// What ccpool needs from a container engine.

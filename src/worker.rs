@@ -21,7 +21,8 @@ use crate::cli::mcp;
 use crate::cli::transcript::{transcript, transcript_path};
 use crate::cli::{
     CliEvent, CliSettings, ControlRequest, ControlResult, Initialized, LineError, McpRequest,
-    StdinLine, cli_argv, cli_env, kill_cli_command, launch_files, ndjson_lines, resume_args,
+    StdinLine, cli_argv, cli_env, credential_prelude, kill_cli_command, launch_files,
+    ndjson_lines, resume_args,
     with_pid_file,
 };
 use crate::credentials::Credentials;
@@ -30,6 +31,7 @@ use crate::domain::{
     StopReason, ToolChoice, ToolSpec, TurnEvent, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
     Usage,
 };
+use crate::gateway::{RelayLink, WorkerToken};
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
 use conversation::{Conversation, StreamCheck};
@@ -49,7 +51,12 @@ pub struct SessionWorkspace {
 pub struct WorkerSettings {
     pub sandbox: SandboxConfig,
     pub cli: CliSettings,
+    /// The real credentials. They never reach a worker: the gateway holds them, and each
+    /// worker gets its own token for the relay instead. Kept here for `/status` (kind only).
     pub credentials: Credentials,
+    /// The relay workers reach the upstream through, and the gateway that issues their tokens.
+    /// `None` only in unit tests on the fake runtime.
+    pub relay: Option<RelayLink>,
     /// The id of this ccpool instance, on every container's labels.
     pub instance_id: String,
     /// How long a container start plus a CLI start may take, up to the CLI answering `initialize`.
@@ -68,6 +75,7 @@ impl Default for WorkerSettings {
             sandbox: SandboxConfig::default(),
             cli: CliSettings::default(),
             credentials: Credentials::None,
+            relay: None,
             instance_id: "default".to_string(),
             start_timeout: Duration::from_secs(60),
             silence_limit: Duration::from_secs(120),
@@ -163,6 +171,8 @@ pub struct Worker {
     inbox: VecDeque<(String, McpRequest)>,
     /// How many `tools/list` requests this worker has answered.
     lists_served: u64,
+    /// Its token for the relay; revoked when the worker is dropped.
+    token: Option<WorkerToken>,
     next_request: u64,
     settings: Arc<WorkerSettings>,
     /// The capacity slot this worker holds in its pool.
@@ -214,7 +224,17 @@ impl Worker {
             .sandbox
             .container_spec_in(labels, session.map(|s| s.volume.as_str()));
         let container_id = runtime.start_container(&spec).await?;
-        match Self::launch_cli(&runtime, &settings, &container_id, id.clone(), profile).await {
+        let token = settings.relay.as_ref().map(|r| r.gateway.issue(&id));
+        match Self::launch_cli(
+            &runtime,
+            &settings,
+            &container_id,
+            id.clone(),
+            profile,
+            token,
+        )
+        .await
+        {
             Ok(worker) => Ok(worker),
             Err(e) => {
                 if let Err(remove) = runtime.remove_container(&container_id).await {
@@ -231,18 +251,8 @@ impl Worker {
         container_id: &str,
         id: String,
         profile: LaunchProfile,
+        token: Option<WorkerToken>,
     ) -> Result<Worker, WorkerError> {
-        if let Some(content) = settings.credentials.file_content() {
-            let path = format!("$HOME/{}", Credentials::FILE_IN_HOME);
-            write_file(
-                runtime.as_ref(),
-                settings,
-                container_id,
-                &path,
-                content.expose(),
-            )
-            .await?;
-        }
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         let (stdin, events) = spawn_cli(
             runtime.as_ref(),
@@ -251,6 +261,7 @@ impl Worker {
             &profile,
             None,
             &stderr_tail,
+            token.as_ref(),
         )
         .await?;
         let mut worker = Worker {
@@ -272,6 +283,7 @@ impl Worker {
             parked: None,
             inbox: VecDeque::new(),
             lists_served: 0,
+            token,
             next_request: 0,
             settings: settings.clone(),
             permit: None,
@@ -1143,7 +1155,8 @@ fn cli_events(
 }
 
 /// Starts a CLI process for `profile` in a running container (resuming `resume` when set),
-/// and returns its stdin and its typed output.
+/// and returns its stdin and its typed output. The worker's relay token goes in as the first
+/// line of stdin, so it is in no exec configuration (which the engine keeps and logs).
 async fn spawn_cli(
     runtime: &dyn ContainerRuntime,
     settings: &WorkerSettings,
@@ -1151,16 +1164,22 @@ async fn spawn_cli(
     profile: &LaunchProfile,
     resume: Option<&str>,
     stderr_tail: &Arc<Mutex<Vec<u8>>>,
+    token: Option<&WorkerToken>,
 ) -> Result<(Pin<Box<dyn AsyncWrite + Send>>, CliEvents), WorkerError> {
     let sandbox = &settings.sandbox;
     for (path, content) in launch_files(profile) {
         write_file(runtime, settings, container_id, path, content).await?;
     }
-    let mut cmd = with_pid_file(cli_argv(&settings.cli, profile));
+    let relay = settings.relay.as_ref();
+    let prelude = match relay.filter(|_| token.is_some()) {
+        Some(r) => credential_prelude(r.gateway.token_kind()),
+        None => String::new(),
+    };
+    let mut cmd = with_pid_file(&prelude, cli_argv(&settings.cli, profile));
     if let Some(session) = resume {
         cmd.extend(resume_args(session));
     }
-    let mut env = cli_env(&settings.cli, profile, &settings.credentials);
+    let mut env = cli_env(&settings.cli, profile, relay.map(|r| r.url.as_str()));
     env.push(("HOME".into(), sandbox.home.clone()));
     let spec = ExecSpec {
         cmd,
@@ -1168,7 +1187,15 @@ async fn spawn_cli(
         user: Some(sandbox.user.clone()),
         working_dir: Some(sandbox.workspace.clone()),
     };
-    let process = runtime.exec(container_id, &spec).await?;
+    let mut process = runtime.exec(container_id, &spec).await?;
+    if let (Some(token), false) = (token, prelude.is_empty()) {
+        let line = format!("{}\n", token.secret().expose());
+        process
+            .stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(WorkerError::Stdin)?;
+    }
     let events = cli_events(process.output, stderr_tail.clone(), settings.max_line_bytes);
     Ok((process.stdin, events))
 }

@@ -3,15 +3,16 @@
 use std::time::Duration;
 
 use crate::cli::mcp;
-use crate::credentials::Credentials;
 use crate::domain::{InvalidRequest, LaunchProfile};
+use crate::gateway::TokenKind;
 
 /// Settings of every CLI process, whatever its profile.
 #[derive(Clone, Debug)]
 pub struct CliSettings {
     /// The CLI executable inside the worker image.
     pub program: String,
-    /// `ANTHROPIC_BASE_URL` for the CLI, when the upstream is not the default.
+    /// `ANTHROPIC_BASE_URL` for the CLI when there is no relay (unit tests on the fake
+    /// runtime only); with a relay, the relay's URL is used.
     pub base_url: Option<String>,
     /// The model a CLI starts with when its profile names none (`--model`); `None` is the
     /// CLI's own default. Requests for other models get workers launched with those.
@@ -40,11 +41,11 @@ const CLI_PID_FILE: &str = "/tmp/ccpool-cli.pid";
 
 /// `argv` run through a shell that first writes its PID to the pid file (the `exec` keeps the
 /// PID), so that `kill_cli_command` can kill the CLI without killing the container.
-pub fn with_pid_file(argv: Vec<String>) -> Vec<String> {
+pub fn with_pid_file(prelude: &str, argv: Vec<String>) -> Vec<String> {
     let mut cmd = vec![
         "bash".to_string(),
         "-c".to_string(),
-        format!("echo $$ > {CLI_PID_FILE} && exec \"$@\""),
+        format!("{prelude}echo $$ > {CLI_PID_FILE} && exec \"$@\""),
         "ccpool-cli".to_string(),
     ];
     cmd.extend(argv);
@@ -170,12 +171,27 @@ pub fn resume_args(session: &str) -> [String; 2] {
     ["--resume".to_string(), session.to_string()]
 }
 
-/// The environment of a CLI process: credentials, upstream, retry and quiet settings.
-/// Holds secrets: never log it.
+/// The environment variable through which the CLI takes a credential of this kind.
+pub fn credential_var(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::OAuth => "CLAUDE_CODE_OAUTH_TOKEN",
+        TokenKind::ApiKey => "ANTHROPIC_API_KEY",
+    }
+}
+
+/// The start of the CLI's `bash -c` script that reads the worker's token from the first
+/// line of stdin into the CLI's credential variable, so that no exec configuration holds it.
+pub fn credential_prelude(kind: TokenKind) -> String {
+    let var = credential_var(kind);
+    format!("IFS= read -r {var} && export {var} && ")
+}
+
+/// The environment of a CLI process: upstream (the relay), retry and quiet settings. It holds
+/// no credential: the worker token goes in through stdin (`credential_prelude`).
 pub fn cli_env(
     settings: &CliSettings,
     profile: &LaunchProfile,
-    credentials: &Credentials,
+    relay_url: Option<&str>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         (
@@ -206,13 +222,12 @@ pub fn cli_env(
             "1".into(),
         ),
     ];
-    if let Some(url) = &settings.base_url {
-        env.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
+    if let Some(url) = relay_url.or(settings.base_url.as_deref()) {
+        env.push(("ANTHROPIC_BASE_URL".into(), url.to_string()));
     }
     if let Some(limit) = profile.max_output_tokens {
         env.push(("CLAUDE_CODE_MAX_OUTPUT_TOKENS".into(), limit.to_string()));
     }
-    env.extend(credentials.cli_env());
     env
 }
 
@@ -234,11 +249,7 @@ mod tests {
             "",
             "no agent prompt"
         );
-        let env = cli_env(
-            &CliSettings::default(),
-            &LaunchProfile::default(),
-            &Credentials::None,
-        );
+        let env = cli_env(&CliSettings::default(), &LaunchProfile::default(), None);
         for name in [
             "CLAUDE_CODE_FORCE_MID_CONVERSATION_SYSTEM",
             "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP",
@@ -343,11 +354,25 @@ mod tests {
             argv[argv.iter().position(|a| a == "--model").unwrap() + 1],
             "claude-sonnet-4-5"
         );
-        let env = cli_env(&settings, &profile, &Credentials::OAuthToken("tok".into()));
+        let env = cli_env(&settings, &profile, None);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("CLAUDE_CODE_MAX_OUTPUT_TOKENS"), Some("64"));
         assert_eq!(get("ANTHROPIC_BASE_URL"), Some("http://127.0.0.1:9"));
-        assert_eq!(get("CLAUDE_CODE_OAUTH_TOKEN"), Some("tok"));
         assert_eq!(get("CLAUDE_CODE_MAX_RETRIES"), Some("0"));
+        let env = cli_env(&settings, &profile, Some("http://172.18.0.1:4000"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("ANTHROPIC_BASE_URL"), Some("http://172.18.0.1:4000"));
+        assert!(
+            !env.iter().any(
+                |(n, _)| n.contains("TOKEN") && n != "CLAUDE_CODE_MAX_OUTPUT_TOKENS"
+                    || n.contains("API_KEY")
+            ),
+            "no credential in the environment: {env:?}"
+        );
+        assert_eq!(
+            credential_prelude(TokenKind::OAuth),
+            "IFS= read -r CLAUDE_CODE_OAUTH_TOKEN && export CLAUDE_CODE_OAUTH_TOKEN && "
+        );
+        assert!(credential_prelude(TokenKind::ApiKey).contains("ANTHROPIC_API_KEY"));
     }
 }

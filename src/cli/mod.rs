@@ -8,7 +8,8 @@ pub mod protocol;
 pub mod transcript;
 
 pub use launch::{
-    CliSettings, check_profile, cli_argv, cli_env, kill_cli_command, launch_files, resume_args,
+    CliSettings, check_profile, cli_argv, cli_env, credential_prelude, kill_cli_command,
+    launch_files, resume_args,
     with_pid_file,
 };
 pub use lines::{LineError, ndjson_lines};

@@ -26,12 +26,19 @@ async fn ready(State(state): State<AppState>) -> Response {
     let image_present = docker && runtime.image_exists(image).await.unwrap_or(false);
     let warm = state.pool.live_warm();
     let credentials = !state.credentials_missing();
-    let ready = docker && image_present && warm > 0 && credentials;
+    let gateway = state
+        .pool
+        .settings()
+        .relay
+        .as_ref()
+        .and_then(|r| r.gateway.not_ready_because());
+    let ready = docker && image_present && warm > 0 && credentials && gateway.is_none();
     let mut body = json!({
         "ready": ready,
         "checks": {
             "docker": docker, "worker_image": image_present, "warm_workers": warm,
             "credentials": credentials,
+            "upstream_credential": gateway.as_deref().unwrap_or("ok"),
         },
     });
     if !credentials {
@@ -73,6 +80,8 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "cli_version": state.pool.cli_version(),
         "docker_version": docker,
         "docker_endpoint": state.api.docker_endpoint,
+        "network": state.pool.settings().sandbox.network,
+        "gateway": state.pool.settings().relay.as_ref().map(|r| r.gateway.status_json()),
     }))
 }
 

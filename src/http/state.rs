@@ -32,8 +32,11 @@ impl AppState {
     /// every request would fail there.
     pub fn credentials_missing(&self) -> bool {
         let settings = self.pool.settings();
-        settings.credentials == crate::credentials::Credentials::None
-            && settings.cli.base_url.is_none()
+        let upstream_is_anthropic = match &settings.relay {
+            Some(relay) => relay.gateway.upstream() == crate::gateway::DEFAULT_UPSTREAM,
+            None => settings.cli.base_url.is_none(),
+        };
+        settings.credentials == crate::credentials::Credentials::None && upstream_is_anthropic
     }
 }
 

@@ -115,6 +115,7 @@ impl Worker {
             &self.profile,
             resume,
             &self.stderr_tail,
+            self.token.as_ref(),
         )
         .await
         .inspect_err(|e| self.mark_broken(format!("relaunching the CLI: {e}")))?;

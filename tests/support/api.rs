@@ -40,9 +40,13 @@ impl Server {
         let mut api = api;
         api.listen = Some(listener.local_addr().unwrap());
         let state = AppState::new(pool.clone(), sessions.clone(), api);
+        let mut router = app(state);
+        if let Some(relay) = &pool.settings().relay {
+            router = ccpool::gateway::with_retry_after(router, relay.gateway.clone());
+        }
         let task = tokio::spawn(ccpool::listener::serve(
             listener,
-            app(state),
+            router,
             limits,
             stop.clone(),
         ));

@@ -1,5 +1,6 @@
-//! Helpers for tests against the real Docker engine and the real CLI: settings that point
-//! workers at the mock upstream, and clean-up by label.
+//! Helpers for tests against the real Docker engine and the real CLI: settings that put
+//! workers on an internal network whose only way out is a relay to the mock upstream, and
+//! clean-up by label.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use ccpool::credentials::Credentials;
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::LaunchProfile;
+use ccpool::gateway::{BrokerConfig, Gateway, GatewayConfig, RelayLink};
 use ccpool::pool::{PoolConfig, ReusePolicy, WarmPool};
 use ccpool::runtime::{ContainerRuntime, ExecSpec, LABEL_INSTANCE, LABEL_MANAGED};
 use ccpool::worker::WorkerSettings;
@@ -32,10 +34,82 @@ pub async fn docker() -> DockerRuntime {
     runtime
 }
 
-/// Worker settings for tests: a unique instance, host networking so the CLI reaches the mock
-/// on 127.0.0.1, prompt upstream errors.
+/// The internal network the tests' workers run on, shared by every test binary: no route
+/// out, no traffic between containers; the host (the relay) at its gateway address.
+pub const TEST_NETWORK: &str = "ccpool-test-workers";
+
+/// The test network's name and the host's address on it, creating the network if needed.
+pub fn test_network() -> (String, std::net::IpAddr) {
+    static NETWORK: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    let gateway = *NETWORK.get_or_init(|| {
+        let inspect = || {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "network",
+                    "inspect",
+                    TEST_NETWORK,
+                    "-f",
+                    "{{.Internal}} {{range .IPAM.Config}}{{.Gateway}}{{end}}",
+                ])
+                .output()
+                .expect("docker runs");
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            out.status.success().then_some(text)
+        };
+        let found = inspect().or_else(|| {
+            // Two test binaries may race here: one creation wins, both inspect.
+            let _ = std::process::Command::new("docker")
+                .args([
+                    "network",
+                    "create",
+                    "--internal",
+                    "-o",
+                    "com.docker.network.bridge.enable_icc=false",
+                    "--label",
+                    "ccpool.managed=true",
+                    "--label",
+                    "ccpool.instance=test-network",
+                    TEST_NETWORK,
+                ])
+                .output();
+            inspect()
+        });
+        let text = found.expect("the test network exists");
+        let (internal, gateway) = text.split_once(' ').expect("internal and gateway");
+        assert_eq!(internal, "true", "{TEST_NETWORK} must be internal");
+        gateway.parse().expect("a gateway address")
+    });
+    (TEST_NETWORK.to_string(), gateway)
+}
+
+/// Starts a relay to `upstream` with the real `credentials`, listening on the host's address
+/// on the test network, in the current tokio runtime. Returns what workers need.
+pub fn start_relay(upstream: &str, credentials: &Credentials, broker: BrokerConfig) -> RelayLink {
+    let (_, gateway_ip) = test_network();
+    let gateway = Gateway::new(
+        credentials,
+        GatewayConfig {
+            upstream: upstream.to_string(),
+            broker,
+        },
+    )
+    .expect("the gateway starts");
+    let listener = std::net::TcpListener::bind((gateway_ip, 0)).expect("binding the relay");
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).expect("inside a tokio runtime");
+    let addr = gateway.serve(listener).unwrap();
+    RelayLink {
+        url: format!("http://{addr}"),
+        gateway,
+    }
+}
+
+/// Worker settings for tests: a unique instance, workers on the internal test network
+/// reaching the mock only through a relay that holds `credentials`, prompt upstream errors.
 pub fn settings(upstream: &str, credentials: Credentials) -> WorkerSettings {
+    let relay = start_relay(upstream, &credentials, BrokerConfig::default());
     let mut s = WorkerSettings {
+        relay: Some(relay),
         instance_id: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         credentials,
         silence_limit: Duration::from_secs(30),
@@ -44,8 +118,7 @@ pub fn settings(upstream: &str, credentials: Credentials) -> WorkerSettings {
         ..WorkerSettings::default()
     };
     s.sandbox.image = worker_image();
-    s.sandbox.network = "host".to_string();
-    s.cli.base_url = Some(upstream.to_string());
+    s.sandbox.network = test_network().0;
     s.cli.model = Some("claude-sonnet-4-5".to_string());
     s.cli.stream_idle_timeout = Duration::from_secs(3);
     s
