@@ -7,7 +7,8 @@
 //!
 //! The reply is chosen by keywords in the text of the last user message:
 //! `[[think]]`, `[[tool]]`, `[[max]]`, `[[long]]`, `[[slow]]`, `[[midfail]]`,
-//! `[[e400]]`, `[[e401]]`, `[[e403]]`, `[[e429]]`, `[[e500]]`, `[[e529]]`.
+//! `[[e400]]`, `[[e401]]`, `[[e403]]`, `[[e429]]`, `[[e500]]`, `[[e529]]`, and
+//! `[[bash:COMMAND]]` (the model calls the Bash tool with COMMAND).
 //! Without a keyword the reply is `"Echo: " + PROMPT`, PROMPT being the last
 //! text block of the last user message. A last user message carrying
 //! `tool_result` blocks is answered with `"Tool said: "` and every result in
@@ -19,6 +20,11 @@
 //! tools, or the first twice), `[[textcall]]` writes a sentence and then calls
 //! the first one. The input is `[[input:{…}]]` from the prompt, else
 //! `{"q": PROMPT}` (and `{"q": PROMPT, "n": 2}` for the second call).
+//!
+//! Every answer carries subscription-style rate-limit headers (`RATELIMIT_HEADERS`).
+//! `POST /v1/oauth/token` is a mock OAuth token endpoint (refresh grant): it answers after
+//! `TOKEN_DELAY` with `sk-ant-oat01-refreshed-N` / `sk-ant-ort01-rotated-N` (N counts its
+//! calls), or 400 `invalid_grant` for the refresh token `sk-ant-ort01-bad`.
 #![allow(dead_code)]
 
 use std::io;
@@ -52,6 +58,13 @@ pub const TOOL_COMMAND: &str = "echo tool-ran";
 pub const CALL_PREAMBLE: &str = "Let me check.";
 /// How the CLI names the client's tools to the model.
 pub const CLIENT_TOOL_PREFIX: &str = "mcp__client__";
+/// The rate-limit headers on every answer.
+pub const RATELIMIT_HEADERS: [(&str, &str); 2] = [
+    ("anthropic-ratelimit-unified-status", "allowed"),
+    ("anthropic-ratelimit-unified-5h-utilization", "0.42"),
+];
+/// How long the mock token endpoint takes to answer.
+pub const TOKEN_DELAY: Duration = Duration::from_millis(300);
 /// Thinking deltas of the `[[think]]` scenario.
 pub const THINKING_DELTAS: [&str; 2] = ["Let me think ", "about this carefully."];
 /// Signature of the thinking block of the `[[think]]` scenario.
@@ -340,6 +353,8 @@ struct Shared {
     message_count: watch::Sender<usize>,
     next_request: AtomicU64,
     next_message: AtomicU64,
+    /// Calls of the mock token endpoint.
+    token_calls: AtomicU64,
     /// When false, requests are recorded with `body: Value::Null`.
     keep_bodies: AtomicBool,
 }
@@ -388,6 +403,7 @@ impl MockUpstream {
             message_count,
             next_request: AtomicU64::new(1),
             next_message: AtomicU64::new(1),
+            token_calls: AtomicU64::new(0),
             keep_bodies: AtomicBool::new(true),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -446,6 +462,16 @@ impl MockUpstream {
     /// chosen from the body.
     pub fn set_keep_bodies(&self, keep: bool) {
         self.shared.keep_bodies.store(keep, Ordering::Relaxed);
+    }
+
+    /// How many times the mock token endpoint was called.
+    pub fn token_calls(&self) -> u64 {
+        self.shared.token_calls.load(Ordering::SeqCst)
+    }
+
+    /// The mock token endpoint's URL.
+    pub fn token_url(&self) -> String {
+        format!("{}/v1/oauth/token", self.base_url())
     }
 
     /// Forgets every recorded request.
@@ -564,6 +590,28 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 }
             }
         }
+        (&Method::POST, "/v1/oauth/token") => {
+            let refresh = rec.body["refresh_token"].as_str().unwrap_or("").to_string();
+            shared.record(rec);
+            let n = shared.token_calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(TOKEN_DELAY).await;
+            if refresh.is_empty() || refresh == "sk-ant-ort01-bad" {
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    Obj::new().str("error", "invalid_grant").end(),
+                )
+            } else {
+                json_response(
+                    StatusCode::OK,
+                    Obj::new()
+                        .str("token_type", "Bearer")
+                        .str("access_token", &format!("sk-ant-oat01-refreshed-{n}"))
+                        .str("refresh_token", &format!("sk-ant-ort01-rotated-{n}"))
+                        .num("expires_in", 28800)
+                        .end(),
+                )
+            }
+        }
         (&Method::POST, "/v1/messages/count_tokens") => {
             shared.record(rec);
             json_response(
@@ -585,6 +633,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{request_number:06}")) {
         response.headers_mut().insert("request-id", v);
+    }
+    for (name, value) in RATELIMIT_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
     }
     response
 }
@@ -758,6 +811,21 @@ fn plan(rec: &RecordedRequest) -> Planned {
         blocks.push(Block::ToolUse {
             id: String::new(),
             name: "StructuredOutput".to_string(),
+            chunks: chunk_chars(&input, 16),
+        });
+        stop_reason = "tool_use";
+    } else if let Some(command) = text
+        .split("[[bash:")
+        .nth(1)
+        .and_then(|rest| rest.split_once("]]").map(|(c, _)| c.to_string()))
+    {
+        let input = Obj::new()
+            .str("command", &command)
+            .str("description", "mock")
+            .end();
+        blocks.push(Block::ToolUse {
+            id: String::new(),
+            name: "Bash".to_string(),
             chunks: chunk_chars(&input, 16),
         });
         stop_reason = "tool_use";
