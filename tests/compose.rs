@@ -76,7 +76,8 @@ fn check(what: &str, out: &Output) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_stack_serves_a_streamed_request_and_leaves_nothing_behind() {
-    let mock = MockUpstream::start().await;
+    // The ccpool container relays to the mock through the host's gateway address.
+    let mock = MockUpstream::start_on("0.0.0.0:0").await;
     let binary = env!("CARGO_BIN_EXE_ccpool");
     let target = format!(
         "{}/images/ccpool-prebuilt/ccpool",
@@ -93,7 +94,7 @@ async fn the_compose_stack_serves_a_streamed_request_and_leaves_nothing_behind()
         project: format!("ccpooltest{id}"),
         instance: format!("test-compose-{id}"),
         port,
-        upstream: mock.base_url(),
+        upstream: format!("http://host.docker.internal:{}", mock.port()),
     };
     check("docker-compose config", &stack.compose(&["config", "-q"]));
     check(

@@ -390,9 +390,15 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Binds 127.0.0.1:0 and serves in a background tokio task.
     pub async fn start() -> MockUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Binds `addr` (e.g. `0.0.0.0:0` for a ccpool container to reach it through the host's
+    /// gateway) and serves in a background tokio task.
+    pub async fn start_on(addr: &str) -> MockUpstream {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("mock upstream: bind 127.0.0.1:0");
+            .expect("mock upstream: bind");
         let addr = listener.local_addr().expect("mock upstream: local_addr");
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
