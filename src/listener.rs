@@ -249,6 +249,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn connections_from_the_workers_subnets_are_closed_unanswered() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            refused_peers: vec![crate::network::Subnet::parse("127.0.0.0/8").unwrap()],
+            ..Limits::default()
+        };
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, limits, stop.clone()));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        // The server drops the connection: the read ends (EOF or reset) with nothing served.
+        let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("a refused connection is closed, not left open");
+        assert!(answer.is_empty(), "answered a refused peer: {answer:?}");
+        stop.cancel();
+        server.await.unwrap();
+    }
+
     #[test]
     fn the_refusal_is_a_whole_http_response() {
         let text = refusal();

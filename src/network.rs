@@ -174,39 +174,6 @@ impl Subnet {
     }
 }
 
-/// ccpool's API listener, refusing connections from the workers' subnets: a worker (or a
-/// tool it runs) must never reach ccpool's API, other sessions or the client keys.
-pub struct GuardedListener {
-    inner: tokio::net::TcpListener,
-    refused: Vec<Subnet>,
-}
-
-impl GuardedListener {
-    pub fn new(inner: tokio::net::TcpListener, refused: Vec<Subnet>) -> Self {
-        GuardedListener { inner, refused }
-    }
-}
-
-impl axum::serve::Listener for GuardedListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-            if self.refused.iter().any(|s| s.contains(addr.ip())) {
-                tracing::warn!(peer = %addr.ip(), "refused a connection to the API from the workers' network");
-                continue;
-            }
-            return (io, addr);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,20 +197,5 @@ mod tests {
         );
         assert_eq!(Subnet::parse("10.0.0.0/33"), None);
         assert_eq!(Subnet::parse("nonsense"), None);
-    }
-
-    #[tokio::test]
-    async fn the_api_listener_drops_connections_from_the_workers_subnets() {
-        use axum::serve::Listener;
-        let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = inner.local_addr().unwrap();
-        let mut guarded = GuardedListener::new(inner, vec![Subnet::parse("127.0.0.0/8").unwrap()]);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let accepted =
-            tokio::time::timeout(std::time::Duration::from_millis(300), guarded.accept()).await;
-        assert!(
-            accepted.is_err(),
-            "a refused peer must never be handed to the server"
-        );
     }
 }

@@ -21,9 +21,8 @@ use crate::cli::mcp;
 use crate::cli::transcript::{transcript, transcript_path};
 use crate::cli::{
     CliEvent, CliSettings, ControlRequest, ControlResult, Initialized, LineError, McpRequest,
-    StdinLine, cli_argv, cli_env, credential_prelude, kill_cli_command, launch_files,
-    ndjson_lines, resume_args,
-    with_pid_file,
+    StdinLine, cli_argv, cli_env, credential_prelude, kill_cli_command, launch_files, ndjson_lines,
+    resume_args, with_pid_file,
 };
 use crate::credentials::Credentials;
 use crate::domain::{

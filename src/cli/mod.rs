@@ -9,8 +9,7 @@ pub mod transcript;
 
 pub use launch::{
     CliSettings, check_profile, cli_argv, cli_env, credential_prelude, kill_cli_command,
-    launch_files, resume_args,
-    with_pid_file,
+    launch_files, resume_args, with_pid_file,
 };
 pub use lines::{LineError, ndjson_lines};
 pub use mcp::McpRequest;
