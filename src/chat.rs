@@ -34,6 +34,10 @@ pub struct ChatRequest {
     pub structured: bool,
     /// Set by `force_tool`: the structured answer is presented as this tool call.
     pub forced_tool: Option<ForcedTool>,
+    /// At most one tool call per message (Anthropic's `disable_parallel_tool_use`, OpenAI's
+    /// `parallel_tool_calls: false`). The CLI has no such switch: a message is cut before its
+    /// second call (see `ChatStream::single_tool_call`).
+    pub single_tool_call: bool,
 }
 
 /// A tool call the client forced (`tool_choice` any or a named tool). The CLI has no switch
@@ -305,7 +309,8 @@ pub async fn start(
                 request.include_thinking,
                 mode(false),
             )
-            .forcing(forced);
+            .forcing(forced)
+            .single_tool_call(request.single_tool_call);
             Ok(Started {
                 stream,
                 session: None,
@@ -322,7 +327,8 @@ pub async fn start(
                 request.include_thinking,
                 mode(turn.agentic),
             )
-            .forcing(forced);
+            .forcing(forced)
+            .single_tool_call(request.single_tool_call);
             Ok(Started {
                 stream,
                 session: Some(SessionStarted {
@@ -355,12 +361,15 @@ pub struct ChatStream {
     cut: Option<(StopReason, Option<String>)>,
     stop_reason: Option<StopReason>,
     usage: Usage,
-    /// Text deltas relayed, the output-token estimate when a stop sequence cuts the message.
+    /// Deltas relayed, the output-token estimate when ccpool cuts the message.
     deltas: u64,
     /// A forced tool call: the structured output is relayed as that call.
     forced: Option<ForcedTool>,
     /// The first upstream message's id and model (for a forced call's message).
     first_message: Option<(String, String)>,
+    /// At most one tool call per message; `calls` counts those relayed.
+    single_call: bool,
+    calls: u32,
     done: bool,
 }
 
@@ -408,6 +417,8 @@ impl ChatStream {
             deltas: 0,
             forced: None,
             first_message: None,
+            single_call: false,
+            calls: 0,
             done: false,
         }
     }
@@ -415,6 +426,15 @@ impl ChatStream {
     /// Presents a structured answer as the forced tool call (see `ChatRequest::force_tool`).
     pub fn forcing(mut self, forced: Option<ForcedTool>) -> Self {
         self.forced = forced;
+        self
+    }
+
+    /// Relays at most one tool call per message: the message ends (`tool_use`) where a second
+    /// call would start, and the CLI is interrupted. The worker's context then holds more than
+    /// the client saw, so it is not kept for the conversation: the client's results are
+    /// replayed with the one call it got, exactly as if the model had made only that one.
+    pub fn single_tool_call(mut self, single: bool) -> Self {
+        self.single_call = single;
         self
     }
 
@@ -473,6 +493,13 @@ impl ChatStream {
                 if hidden {
                     return;
                 }
+                if matches!(block, BlockKind::ToolUse { .. }) {
+                    self.calls += 1;
+                    if self.single_call && self.calls > 1 {
+                        self.end_message_here(StopReason::ToolUse);
+                        return;
+                    }
+                }
                 let mapped = self.next_index;
                 self.next_index += 1;
                 self.indexes.insert((self.messages, index), mapped);
@@ -506,10 +533,13 @@ impl ChatStream {
                             self.stop_here(StopReason::StopSequence, Some(sequence));
                         }
                     }
-                    delta => self.out.push_back(ChatItem::Event(TurnEvent::BlockDelta {
-                        index: mapped,
-                        delta,
-                    })),
+                    delta => {
+                        self.deltas += 1;
+                        self.out.push_back(ChatItem::Event(TurnEvent::BlockDelta {
+                            index: mapped,
+                            delta,
+                        }))
+                    }
                 }
             }
             TurnEvent::BlockStop { index } if self.relaying() => {
@@ -553,6 +583,19 @@ impl ChatStream {
             }
             _ => {}
         }
+    }
+
+    /// Ends the client's message before the current event (no block is open then), with an
+    /// output-token estimate, and stops the worker.
+    fn end_message_here(&mut self, reason: StopReason) {
+        self.usage.output_tokens = self.deltas;
+        self.out.push_back(ChatItem::Event(TurnEvent::MessageDelta {
+            stop_reason: Some(reason.clone()),
+            stop_sequence: None,
+            usage: self.usage,
+        }));
+        self.out.push_back(ChatItem::Event(TurnEvent::MessageStop));
+        self.stop_here(reason, None);
     }
 
     fn emit_text(&mut self, index: u32, text: String) {
@@ -1033,6 +1076,7 @@ mod tests {
             include_thinking: false,
             structured: false,
             forced_tool: None,
+            single_tool_call: false,
         }
     }
 
@@ -1072,6 +1116,67 @@ mod tests {
             plain.force_tool().unwrap();
             assert_eq!(plain, forced_request(choice));
         }
+    }
+
+    #[test]
+    fn a_single_tool_call_request_ends_the_message_before_its_second_call() {
+        let calls = |items: &[ChatItem]| -> Vec<String> {
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    ChatItem::Event(TurnEvent::BlockStart {
+                        block: BlockKind::ToolUse { id, .. },
+                        ..
+                    }) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The first upstream message (two calls), and the turn's end.
+        let mut items = recorded("sdk_mcp_parallel_calls");
+        let stop = items
+            .iter()
+            .position(|i| matches!(i, TurnItem::Event(TurnEvent::MessageStop)))
+            .unwrap();
+        let finished = items.pop().unwrap();
+        items.truncate(stop + 1);
+        items.push(finished);
+        let (both, interrupts) = run(items.clone(), &[], false);
+        assert_eq!(calls(&both), ["toolu_0", "toolu_1"]);
+        assert_eq!(interrupts, 0);
+
+        let interrupted = Arc::new(AtomicUsize::new(0));
+        let counter = interrupted.clone();
+        let stream = ChatStream::from_parts(
+            Box::pin(futures::stream::iter(items)),
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+            Vec::new(),
+            false,
+            Mode::Message,
+        )
+        .single_tool_call(true);
+        let one = futures::executor::block_on(stream.collect::<Vec<_>>());
+        assert_eq!(calls(&one), ["toolu_0"]);
+        assert_eq!(interrupted.load(Ordering::SeqCst), 1, "the CLI is stopped");
+        let events: Vec<&TurnEvent> = one
+            .iter()
+            .filter_map(|i| match i {
+                ChatItem::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let n = events.len();
+        assert_eq!(events[n - 3], &TurnEvent::BlockStop { index: 0 });
+        assert!(matches!(
+            events[n - 2],
+            TurnEvent::MessageDelta { stop_reason: Some(StopReason::ToolUse), usage, .. }
+                if usage.output_tokens > 0
+        ));
+        assert_eq!(events[n - 1], &TurnEvent::MessageStop);
+        assert_eq!(end(&one).stop_reason, Some(StopReason::ToolUse));
+        assert_eq!(end(&one).failure, None);
     }
 
     #[test]

@@ -381,3 +381,215 @@ async fn the_openai_agents_sdk_runs_an_agent_with_its_default_model() {
     shutdown_clean(pool).await;
     mock.shutdown().await;
 }
+
+/// The names of a JSON array of strings.
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_round_trip_through_the_responses_api() {
+    let mock = MockUpstream::start().await;
+    let pool = start_pool(
+        settings(&mock.base_url(), Credentials::ApiKey("sk-test".into())),
+        pool_config(reuse(), 1),
+    )
+    .await;
+    let server = Server::start(&pool).await;
+
+    let out = run_sdk_script("responses_tools.py", &[&server.base_url]).await;
+    let requests = mock.message_requests();
+    let with_results = |results: &[&str]| {
+        requests
+            .iter()
+            .find(|r| {
+                let got: Vec<String> = r.tool_results().into_iter().map(|(_, _, t)| t).collect();
+                got == results
+            })
+            .unwrap_or_else(|| panic!("no upstream request carried the results {results:?}"))
+    };
+
+    // Not streamed: a function_call item under the client's name with the upstream's id,
+    // then its output with previous_response_id.
+    let plain = &out["plain"];
+    assert_eq!(plain["status"], "completed", "{out}");
+    assert_eq!(strings(&plain["output_types"]), ["function_call"]);
+    let call = &plain["calls"][0];
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], r#"{"city":"Oslo"}"#);
+    assert!(call["call_id"].as_str().unwrap().starts_with("toolu_mock_"));
+    assert!(call["id"].as_str().unwrap().starts_with("fc_"));
+    assert_eq!(plain["output_text"], "");
+    assert_eq!(plain["answer"], "Tool said: snow, -3C");
+    assert_eq!(strings(&plain["answer_types"]), ["message"]);
+    assert_eq!(
+        strings(&plain["items"]),
+        ["message", "function_call", "function_call_output"]
+    );
+    // The upstream saw the client's schema, and the output answering the upstream's id.
+    let first = requests
+        .iter()
+        .find(|r| r.last_user_prompt().starts_with("[[call]] weather in Oslo"))
+        .unwrap();
+    let offered = first.client_tools();
+    assert_eq!(offered.len(), 1);
+    assert_eq!(offered[0]["name"], "mcp__client__get_weather");
+    assert_eq!(offered[0]["description"], "Weather for a city");
+    assert_eq!(
+        offered[0]["input_schema"],
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    );
+    let answered = with_results(&["snow, -3C"]);
+    assert_eq!(
+        answered.tool_results()[0].0,
+        call["call_id"].as_str().unwrap()
+    );
+
+    // Streamed: the events in the documented order, then the whole input replayed.
+    let stream = &out["stream"];
+    assert_eq!(stream["status"], "completed");
+    assert_eq!(
+        strings(&stream["output_types"]),
+        ["message", "function_call"]
+    );
+    assert_eq!(stream["output_text"], "Let me check.");
+    assert_eq!(stream["calls"][0]["arguments"], r#"{"city":"Bergen"}"#);
+    let events = stream["events"].as_array().unwrap();
+    let seq: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seq,
+        (0..seq.len() as u64).collect::<Vec<_>>(),
+        "sequence_number"
+    );
+    let call_events: Vec<&Value> = events.iter().filter(|e| e["output_index"] == 1).collect();
+    let kinds: Vec<&str> = call_events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    let deltas = kinds
+        .iter()
+        .filter(|k| **k == "response.function_call_arguments.delta")
+        .count();
+    assert!(deltas >= 2, "arguments streamed in pieces: {kinds:?}");
+    let mut expected = vec!["response.output_item.added"];
+    expected.extend(std::iter::repeat_n(
+        "response.function_call_arguments.delta",
+        deltas,
+    ));
+    expected.extend([
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]);
+    assert_eq!(kinds, expected);
+    let item_id = stream["calls"][0]["id"].as_str().unwrap();
+    assert!(call_events.iter().all(|e| e["item_id"] == item_id));
+    assert_eq!(call_events[0]["item"], "function_call");
+    let joined: String = call_events
+        .iter()
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(joined, r#"{"city":"Bergen"}"#);
+    let done = call_events[call_events.len() - 2];
+    assert_eq!(done["arguments"], joined);
+    assert_eq!(done["name"], "get_weather");
+    // The text message came first and was closed before the call was added.
+    let message_done = events
+        .iter()
+        .position(|e| e["type"] == "response.output_item.done" && e["output_index"] == 0)
+        .unwrap();
+    let call_added = events
+        .iter()
+        .position(|e| e["type"] == "response.output_item.added" && e["output_index"] == 1)
+        .unwrap();
+    assert!(message_done < call_added);
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "response.completed",
+        "{events:?}"
+    );
+    assert_eq!(stream["answer"], "Tool said: rain, 8C");
+    let replayed = with_results(&["rain, 8C"]);
+    assert_eq!(
+        replayed.turns()[..2],
+        pairs(&[
+            (
+                "user",
+                "[[textcall]] weather in Bergen? [[input:{\"city\":\"Bergen\"}]]"
+            ),
+            ("assistant", "Let me check."),
+        ])
+    );
+
+    // Two calls in one response, both outputs in order in one request.
+    let parallel = &out["parallel"];
+    let names: Vec<&str> = parallel["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["get_time", "get_weather"], "{out}");
+    assert_eq!(parallel["answer"], "Tool said: result 0 | result 1");
+    let both = with_results(&["result 0", "result 1"]);
+    let ids: Vec<String> = both.tool_results().into_iter().map(|r| r.0).collect();
+    let call_ids: Vec<&str> = parallel["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, call_ids);
+
+    // parallel_tool_calls false: one call, whose output alone answers it; the upstream then
+    // sees the conversation the client saw (one call), not the second call the model made.
+    let serial = &out["serial"];
+    assert_eq!(serial["parallel_tool_calls"], false);
+    let calls = serial["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{out}");
+    assert_eq!(calls[0]["name"], "get_time");
+    // The worker that saw both calls is not kept: the output is replayed with the one call.
+    let after = requests
+        .iter()
+        .find(|r| r.all_text().contains("only 0"))
+        .expect("the output reached the upstream");
+    let assistant_calls: Vec<Value> = after
+        .messages()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_use")
+        .collect();
+    assert_eq!(assistant_calls.len(), 1, "{}", after.all_text());
+    assert_eq!(assistant_calls[0]["id"], calls[0]["call_id"]);
+    let other = &out["serial_other_dialects"];
+    assert_eq!(strings(&other["chat"]), ["get_time"], "{out}");
+    assert_eq!(other["chat_finish"], "tool_calls");
+    assert_eq!(strings(&other["anthropic"]), ["get_time"]);
+    assert_eq!(other["anthropic_stop"], "tool_use");
+
+    // Forced calls: a named function, and "required" over two tools.
+    let forced = &out["forced"];
+    assert_eq!(strings(&forced["named_types"]), ["function_call"], "{out}");
+    assert_eq!(forced["named"][0]["name"], "get_weather");
+    assert_eq!(forced["named"][0]["arguments"], r#"{"city":"Paris"}"#);
+    assert_eq!(forced["required"][0]["name"], "get_time");
+    assert_eq!(forced["required"][0]["arguments"], r#"{"q":"Lima"}"#);
+    assert_eq!(
+        forced["tool_choice"],
+        json!({"type": "function", "name": "get_weather"})
+    );
+
+    // reasoning.summary and text.verbosity: accepted and echoed, with no effect.
+    assert_eq!(
+        out["accepted"],
+        json!({"output_text": "Echo: accepted fields", "summary": "auto", "verbosity": "low"})
+    );
+
+    server.stop().await;
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}

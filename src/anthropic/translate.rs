@@ -28,6 +28,12 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Anthropic
 pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatRequest, AnthropicError> {
     let tools = tools(request.tools.as_deref().unwrap_or_default())?;
     let tool_choice = tool_choice(request.tool_choice.as_ref(), &tools)?;
+    let single_tool_call = request
+        .tool_choice
+        .as_ref()
+        .and_then(|c| c.get("disable_parallel_tool_use"))
+        .and_then(Value::as_bool)
+        == Some(true);
     if request.max_tokens == 0 {
         return Err(AnthropicError::invalid("max_tokens: must be at least 1"));
     }
@@ -88,6 +94,7 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
         include_thinking,
         structured,
         forced_tool: None,
+        single_tool_call,
     };
     chat.force_tool()
         .map_err(|why| AnthropicError::invalid(format!("tool_choice: {why}")))?;
@@ -149,8 +156,8 @@ fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, AnthropicError> {
     Ok(out)
 }
 
-/// `tool_choice`: `auto`, `any`, `tool` (with `name`) or `none`. `disable_parallel_tool_use`
-/// is accepted but not enforced: the CLI has no such switch.
+/// `tool_choice`: `auto`, `any`, `tool` (with `name`) or `none`. Its
+/// `disable_parallel_tool_use` is `ChatRequest::single_tool_call`.
 fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice, AnthropicError> {
     let Some(choice) = choice else {
         return Ok(ToolChoice::Auto);
@@ -1070,11 +1077,13 @@ mod tests {
             Some(crate::chat::ForcedTool::One("get_weather".into()))
         );
         assert!(forced.structured && forced.profile.json_schema.is_some());
+        assert!(forced.single_tool_call, "disable_parallel_tool_use");
         let none = request(ok(
             json!({"tools": [weather_tool()], "tool_choice": {"type": "none"}}),
         ))
         .unwrap();
         assert_eq!(none.turn.tool_choice, ToolChoice::None);
+        assert!(!none.single_tool_call, "parallel calls by default");
 
         check_invalid(
             ok(json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})),

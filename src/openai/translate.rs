@@ -88,6 +88,7 @@ pub fn to_chat(
         include_thinking: options.reasoning_content,
         structured,
         forced_tool: None,
+        single_tool_call: request.parallel_tool_calls == Some(false),
     };
     if chat.structured && !matches!(chat.turn.tool_choice, ToolChoice::Auto | ToolChoice::None) {
         return Err(OpenAiError::invalid(
@@ -1042,6 +1043,7 @@ mod unit {
         let chat = t.chat;
         assert_eq!(chat.turn.tools[0].name, "get_weather");
         assert_eq!(chat.turn.tool_choice, ToolChoice::Auto);
+        assert!(chat.single_tool_call, "parallel_tool_calls false");
         assert_eq!(chat.turn.history.len(), 2);
         assert_eq!(
             chat.turn.history[1].content[1],

@@ -192,6 +192,7 @@ pub fn to_chat(request: CreateResponse, context: &Context) -> Result<Translated,
         include_thinking: false,
         structured,
         forced_tool: None,
+        single_tool_call: !parallel_tool_calls,
     };
     if chat.structured && !matches!(chat.turn.tool_choice, ToolChoice::Auto | ToolChoice::None) {
         return Err(OpenAiError::invalid(
@@ -771,6 +772,10 @@ mod unit {
         assert_eq!(t.chat.owner, OwnerKey::new("me"));
         assert_eq!(t.chat.profile.system_prompt.as_deref(), Some("Be brief."));
         assert!(!t.chat.structured && t.chat.stop_sequences.is_empty());
+        assert!(
+            !t.chat.single_tool_call,
+            "parallel_tool_calls defaults to true"
+        );
         assert_eq!(
             t.echo.model, "gpt-4o",
             "the response names the client's model"
@@ -817,6 +822,7 @@ mod unit {
         .unwrap();
         assert!(t.stream && !t.parallel_tool_calls && !t.echo.store);
         let chat = t.chat;
+        assert!(chat.single_tool_call, "parallel_tool_calls false");
         assert_eq!(
             chat.profile.system_prompt.as_deref(),
             Some("Be brief.\n\nUse French.")
