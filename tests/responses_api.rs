@@ -377,6 +377,44 @@ async fn the_openai_agents_sdk_runs_an_agent_with_its_default_model() {
     assert_eq!(deltas.concat(), "Echo: agents streamed turn");
     assert_eq!(out["streamed"]["final_output"], deltas.concat());
 
+    // An agent with a function tool: the SDK runs it on the client side, sends its output,
+    // and the final output is the model's answer to it.
+    let tool = &out["tool"];
+    assert_eq!(tool["ran"], json!(["Oslo"]), "{out}");
+    assert_eq!(
+        tool["items"],
+        json!([
+            "tool_call_item",
+            "tool_call_output_item",
+            "message_output_item"
+        ])
+    );
+    assert_eq!(
+        tool["final_output"],
+        "Tool said: tool-result: 12C and sunny in Oslo"
+    );
+    assert_eq!(tool["responses"], 2);
+    let requests = mock.message_requests();
+    let offered = requests
+        .iter()
+        .find(|r| r.system_text().contains("AGENT-TOOLS"))
+        .expect("the tool agent's turn reached the upstream")
+        .client_tools();
+    assert_eq!(offered.len(), 1);
+    assert_eq!(offered[0]["name"], "mcp__client__get_weather");
+    assert_eq!(offered[0]["description"], "The weather in a city.");
+    assert_eq!(offered[0]["input_schema"]["required"], json!(["city"]));
+    assert!(
+        requests.iter().any(|r| {
+            let results = r.tool_results();
+            results.len() == 1
+                && results[0].0.starts_with("toolu_mock_")
+                && !results[0].1
+                && results[0].2 == "tool-result: 12C and sunny in Oslo"
+        }),
+        "the tool's output reached the upstream"
+    );
+
     server.stop().await;
     shutdown_clean(pool).await;
     mock.shutdown().await;
