@@ -298,7 +298,9 @@ fn split_messages(
         ));
     }
     let mut history: Vec<HistoryMessage> = Vec::with_capacity(messages.len());
-    // Text of `system` messages (Claude Code's per-turn control), for the next user message.
+    // Text of `system` messages (Claude Code's per-turn control): it joins the user message
+    // it follows (Claude Code sends it after the turn it belongs to, and the same request
+    // grown by an answer must keep it in the same place), else the next user message.
     let mut system_notes: Vec<ContentBlock> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = match message.role.as_str() {
@@ -306,15 +308,22 @@ fn split_messages(
             "assistant" => Role::Assistant,
             "system" => {
                 let path = format!("messages.{i}.content");
+                let mut notes = Vec::new();
                 for block in content_blocks(&message.content, Role::User, &path, false)? {
                     match block {
-                        ContentBlock::Text(text) => system_notes.push(ContentBlock::Text(text)),
+                        ContentBlock::Text(text) => notes.push(ContentBlock::Text(text)),
                         _ => {
                             return Err(AnthropicError::invalid(format!(
                                 "{path}: a system message holds text only"
                             )));
                         }
                     }
+                }
+                match history.last_mut() {
+                    Some(last) if last.role == Role::User && system_notes.is_empty() => {
+                        last.content.extend(notes)
+                    }
+                    _ => system_notes.extend(notes),
                 }
                 continue;
             }
@@ -1142,6 +1151,27 @@ mod tests {
             chat.profile.system_prompt.as_deref(),
             Some("You are Claude Code.")
         );
+        // After a user message, a system message joins it: the first request of a loop and
+        // the next one (grown by the answer and a tool result) agree on that message.
+        let first = request(json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "do it"},
+            {"role": "system", "content": [{"type": "text", "text": "ENV"}]}
+        ]}))
+        .unwrap();
+        let user = vec![
+            ContentBlock::Text("do it".into()),
+            ContentBlock::Text("ENV".into()),
+        ];
+        assert_eq!(first.turn.content, user);
+        let next = request(json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "do it"},
+            {"role": "system", "content": "ENV"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}
+        ], "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}))
+        .unwrap();
+        assert_eq!(next.turn.history[0].content, user);
+        assert_eq!(next.turn.content.len(), 1);
         assert_eq!(
             chat.turn.content,
             vec![

@@ -18,8 +18,9 @@
 //! Client-defined tools (offered as `mcp__client__NAME` by the CLI): `[[call]]`
 //! calls the first one, `[[call2]]` makes two parallel calls (the first two
 //! tools, or the first twice), `[[textcall]]` writes a sentence and then calls
-//! the first one. The input is `[[input:{…}]]` from the prompt, else
-//! `{"q": PROMPT}` (and `{"q": PROMPT, "n": 2}` for the second call).
+//! the first one (`[[use:NAME]]` calls the client's tool NAME instead). The input is
+//! `[[input:{…}]]` from the prompt, else `{"q": PROMPT}` (and `{"q": PROMPT, "n": 2}` for
+//! the second call).
 //!
 //! Every answer carries subscription-style rate-limit headers (`RATELIMIT_HEADERS`).
 //! `POST /v1/oauth/token` is a mock OAuth token endpoint (refresh grant): it answers after
@@ -777,11 +778,19 @@ fn plan(rec: &RecordedRequest) -> Planned {
         && !rec.client_tools().is_empty()
     {
         let tools = rec.client_tools();
-        let name = |i: usize| {
-            tools[i.min(tools.len() - 1)]["name"]
+        // `[[use:NAME]]` picks the client's tool NAME for the first call.
+        let named = text
+            .split("[[use:")
+            .nth(1)
+            .and_then(|rest| rest.split_once("]]"))
+            .map(|(name, _)| format!("{CLIENT_TOOL_PREFIX}{name}"))
+            .filter(|name| tools.iter().any(|t| t["name"] == name.as_str()));
+        let name = |i: usize| match (&named, i) {
+            (Some(name), 0) => name.clone(),
+            _ => tools[i.min(tools.len() - 1)]["name"]
                 .as_str()
                 .unwrap_or_default()
-                .to_string()
+                .to_string(),
         };
         let prompt = rec.last_user_prompt();
         let first = text
