@@ -138,10 +138,9 @@ async fn claude_code_runs_its_agent_loop_through_ccpool() {
         .env("SHELL", "/bin/bash")
         .env("ANTHROPIC_BASE_URL", &server.base_url)
         .env("ANTHROPIC_API_KEY", CLIENT_KEY)
+        // The one setting it needs to stay off the network: without it, the CLI also tries
+        // api.anthropic.com (three CONNECTs in a run; the loop works all the same).
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
         .env("HTTPS_PROXY", &proxy)
         .env("HTTP_PROXY", &proxy)
         .env("NO_PROXY", "127.0.0.1,localhost")
