@@ -436,6 +436,7 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
         include_thinking: false,
         structured: false,
         forced_tool: None,
+        single_tool_call: false,
     };
     async fn drain(mut stream: ccpool::chat::ChatStream, started: Instant) -> (Duration, String) {
         let (mut first, mut text) = (None, String::new());
