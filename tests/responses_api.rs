@@ -608,6 +608,15 @@ async fn function_calls_round_trip_through_the_responses_api() {
     assert_eq!(other["chat_finish"], "tool_calls");
     assert_eq!(strings(&other["anthropic"]), ["get_time"]);
     assert_eq!(other["anthropic_stop"], "tool_use");
+    let anthropic_events = strings(&other["anthropic_events"]);
+    assert_eq!(anthropic_events.last(), Some(&"message_stop"), "{out}");
+    assert_eq!(
+        anthropic_events
+            .iter()
+            .filter(|e| **e == "content_block_stop")
+            .count(),
+        1
+    );
 
     // Forced calls: a named function, and "required" over two tools.
     let forced = &out["forced"];

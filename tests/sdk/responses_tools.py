@@ -118,24 +118,27 @@ out["serial"] = {
 }
 
 # The same limit in the other two dialects: Chat Completions' parallel_tool_calls false and
-# Anthropic's disable_parallel_tool_use.
+# Anthropic's disable_parallel_tool_use (streamed: the cut message still ends properly).
 chat = client.chat.completions.create(
     model="gpt-4o", messages=[{"role": "user", "content": "[[call2]] chat one at a time"}],
     tools=[{"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in (clock, weather)],
     parallel_tool_calls=False,
 )
 claude = anthropic.Anthropic(base_url=sys.argv[1], api_key="sk-responses-tools-test", max_retries=0)
-message = claude.messages.create(
+with claude.messages.stream(
     model="claude-sonnet-4-5", max_tokens=256,
     messages=[{"role": "user", "content": "[[call2]] anthropic one at a time"}],
     tools=[{"name": t["name"], "input_schema": t["parameters"]} for t in (clock, weather)],
     tool_choice={"type": "auto", "disable_parallel_tool_use": True},
-)
+) as anthropic_stream:
+    anthropic_events = [e.type for e in anthropic_stream]
+    message = anthropic_stream.get_final_message()
 out["serial_other_dialects"] = {
     "chat": [c.function.name for c in chat.choices[0].message.tool_calls or []],
     "chat_finish": chat.choices[0].finish_reason,
     "anthropic": [b.name for b in message.content if b.type == "tool_use"],
     "anthropic_stop": message.stop_reason,
+    "anthropic_events": anthropic_events,
 }
 
 # Forced calls: a named function, and "required" over two tools.
