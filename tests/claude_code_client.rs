@@ -125,6 +125,10 @@ async fn claude_code_runs_its_agent_loop_through_ccpool() {
     let (proxy, proxied) = refusing_proxy().await;
 
     let work = std::env::temp_dir().join(format!("ccpool-claude-code-{}", uuid::Uuid::new_v4()));
+    // The host CLI's home and project go away however the test ends.
+    let _cleanup = scopeguard::guard(work.clone(), |work| {
+        let _ = std::fs::remove_dir_all(work);
+    });
     let (home, project) = (work.join("home"), work.join("project"));
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&project).unwrap();
@@ -223,7 +227,6 @@ async fn claude_code_runs_its_agent_loop_through_ccpool() {
     // Nothing else left the machine.
     assert_eq!(*proxied.lock().unwrap(), Vec::<String>::new());
 
-    let _ = std::fs::remove_dir_all(&work);
     server.stop().await;
     shutdown_clean(pool).await;
     mock.shutdown().await;
