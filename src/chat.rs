@@ -432,7 +432,7 @@ impl ChatStream {
     /// Relays at most one tool call per message: the message ends (`tool_use`) where a second
     /// call would start, and the CLI is interrupted. The worker's context then holds more than
     /// the client saw, so it is not kept for the conversation: the client's results are
-    /// replayed with the one call it got, exactly as if the model had made only that one.
+    /// replayed with the one call it got, and the model never sees the others.
     pub fn single_tool_call(mut self, single: bool) -> Self {
         self.single_call = single;
         self
