@@ -112,6 +112,43 @@ fn cli_session(request: &support::mock_upstream::RecordedRequest) -> Option<Stri
     user_id["session_id"].as_str().map(str::to_string)
 }
 
+/// How the host CLI is run: its binary, its own home, ccpool's address and the proxy.
+struct Claude<'a> {
+    cli: &'a Path,
+    home: &'a Path,
+    base_url: &'a str,
+    proxy: &'a str,
+}
+
+impl Claude<'_> {
+    /// `claude -p PROMPT` in `project`, with its defaults (its own tools and model), allowed
+    /// to run Bash without asking.
+    async fn run(&self, project: &Path, prompt: &str) -> std::process::Output {
+        let run = tokio::process::Command::new(self.cli)
+            .args(["-p", prompt, "--allowedTools", "Bash"])
+            .current_dir(project)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home)
+            .env("SHELL", "/bin/bash")
+            .env("ANTHROPIC_BASE_URL", self.base_url)
+            .env("ANTHROPIC_API_KEY", CLIENT_KEY)
+            // The one setting it needs to stay off the network: without it, the CLI also
+            // tries api.anthropic.com (three CONNECTs in a run; the loop works all the same).
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("HTTPS_PROXY", self.proxy)
+            .env("HTTP_PROXY", self.proxy)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(240), run)
+            .await
+            .expect("the host CLI finished")
+            .unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_runs_its_agent_loop_through_ccpool() {
     let mock = MockUpstream::start().await;
@@ -133,28 +170,13 @@ async fn claude_code_runs_its_agent_loop_through_ccpool() {
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&project).unwrap();
     let prompt = r#"Run it. [[call]] [[use:Bash]] [[input:{"command":"echo ccpool-ran | tee marker.txt","description":"Write the marker"}]]"#;
-    let run = tokio::process::Command::new(&cli)
-        .args(["-p", prompt, "--allowedTools", "Bash"])
-        .current_dir(&project)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("SHELL", "/bin/bash")
-        .env("ANTHROPIC_BASE_URL", &server.base_url)
-        .env("ANTHROPIC_API_KEY", CLIENT_KEY)
-        // The one setting it needs to stay off the network: without it, the CLI also tries
-        // api.anthropic.com (three CONNECTs in a run; the loop works all the same).
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("HTTPS_PROXY", &proxy)
-        .env("HTTP_PROXY", &proxy)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the host CLI finished")
-        .unwrap();
+    let claude = Claude {
+        cli: &cli,
+        home: &home,
+        base_url: &server.base_url,
+        proxy: &proxy,
+    };
+    let output = claude.run(&project, prompt).await;
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     let marker = std::fs::read_to_string(project.join("marker.txt"));
@@ -223,6 +245,23 @@ async fn claude_code_runs_its_agent_loop_through_ccpool() {
         "resumed, not replayed"
     );
     assert!(!answered.all_text().contains("No response requested."));
+
+    let status = pool.status();
+    assert_eq!((status.continued, status.replayed), (1, 0), "{status:?}");
+
+    // Another conversation in the same project gets the same launch profile (its billing
+    // header, which may differ, is request metadata). Claude Code's system prompt names the
+    // project's memory directory, so each project has a launch profile of its own.
+    let again = claude.run(&project, "Say hello").await;
+    let again_out = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.status.success(), "{again_out}");
+    assert!(again_out.starts_with("Echo: "), "{again_out}");
+    let profiles = pool.status().profiles;
+    assert_eq!(
+        profiles.len(),
+        2,
+        "the default and Claude Code's: {profiles:?}"
+    );
 
     // Nothing else left the machine.
     assert_eq!(*proxied.lock().unwrap(), Vec::<String>::new());
