@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 use crate::chat::{ChatEnd, ChatItem, ChatRequest};
 use crate::domain::{ContentBlock, IMAGE_MEDIA_TYPES, OwnerKey};
 use crate::failure::Failure;
+pub use crate::tagged::PathStyle;
+use crate::tagged::{format_path, located};
 
 /// An API dialect, mounted with one line in `http::app`.
 pub trait Dialect: Send + Sync + 'static {
@@ -23,9 +25,12 @@ pub trait Dialect: Send + Sync + 'static {
     /// The route chat requests are counted under in the metrics.
     const ROUTE: &'static str;
 
+    /// How the dialect writes the path of a field in its errors.
+    const PATHS: PathStyle = PathStyle::Bracketed;
+
     /// Parses a request body, with errors that name the offending field.
     fn parse(body: &[u8]) -> Result<Self::Request, Self::Error> {
-        parse_json(body, Self::invalid)
+        parse_json(body, Self::PATHS, Self::invalid)
     }
 
     /// Translates a request into a chat request and how to answer it.
@@ -39,10 +44,12 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// Parses a request body into `T`. Every error is a client mistake given to `invalid` with the
-/// field at fault (empty when there is none, the missing field's name when one is missing)
-/// and a message that names it.
+/// path of the field at fault, written in `style` (empty when there is none; a missing field
+/// is named in it, and so is the field below a tagged value, see `tagged`), and a message
+/// that starts with that path.
 pub fn parse_json<T: DeserializeOwned, E>(
     body: &[u8],
+    style: PathStyle,
     invalid: impl Fn(&str, String) -> E,
 ) -> Result<T, E> {
     let value: serde_json::Value = serde_json::from_slice(body)
@@ -51,13 +58,13 @@ pub fn parse_json<T: DeserializeOwned, E>(
         return Err(invalid("", "the request body must be a JSON object".into()));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        if path == "." {
-            let missing = message.split('`').nth(1).unwrap_or_default().to_string();
-            invalid(&missing, message)
+        let path = e.path().clone();
+        let (steps, message) = located(&path, &e.into_inner().to_string());
+        if steps.is_empty() {
+            invalid("", message)
         } else {
-            invalid(&path, format!("{path}: {message}"))
+            let at = format_path(&steps, style);
+            invalid(&at, format!("{at}: {message}"))
         }
     })
 }

@@ -185,7 +185,7 @@ impl Failure {
 /// dialect's error type becomes a response.
 pub fn error_response(
     status: StatusCode,
-    body: serde_json::Value,
+    body: impl serde::Serialize,
     retry_after: Option<u64>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;

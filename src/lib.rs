@@ -5,6 +5,7 @@
 //! - `domain`: serde-free request and response types every layer shares.
 //! - `anthropic`: the Messages API dialect (wire types, translation, handlers).
 //! - `dialect`: what a dialect is (a translator: wire request, `to_chat`, reply, error shape).
+//! - `tagged`: reading the dialects' tagged and string-or-list wire values with errors that name the path.
 //! - `chat`: the dialect-independent business function: session or pool, and the stream stage.
 //! - `failure`: the status and kind of every failure, decided once for both dialects.
 //! - `openai`: the Chat Completions dialect.
@@ -47,6 +48,7 @@ pub mod responses;
 pub mod runtime;
 pub mod sandbox;
 pub mod sessions;
+pub mod tagged;
 pub mod worker;
 
 #[cfg(test)]

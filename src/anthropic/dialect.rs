@@ -1,15 +1,13 @@
 //! The Messages API as a `Dialect`: its request type, its translation, and how a chat is
 //! answered (SSE events with a `ping`, or one `message`).
 
-use serde_json::{Value, json};
-
 use super::AnthropicError;
 use super::translate::{
     self, MessageBuilder, estimate_tokens, parse, stream_event, structured_events,
 };
-use super::wire::{CountTokensRequest, Message, MessagesRequest};
+use super::wire::{CountTokensRequest, Message, MessagesRequest, StreamEvent, TokenCount};
 use crate::chat::{ChatEnd, ChatItem};
-use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
+use crate::dialect::{Context, Dialect, PathStyle, Reply, SseEvent, Translated};
 use crate::failure::Failure;
 
 /// The Messages API (`POST /v1/messages`).
@@ -21,6 +19,7 @@ impl Dialect for Anthropic {
     type Error = AnthropicError;
 
     const ROUTE: &'static str = "/v1/messages";
+    const PATHS: PathStyle = PathStyle::Dotted;
 
     fn to_chat(
         request: MessagesRequest,
@@ -92,7 +91,7 @@ impl Reply for MessageReply {
     }
 
     fn keep_alive() -> Option<SseEvent> {
-        Some(SseEvent::named("ping", r#"{"type": "ping"}"#))
+        Some(SseEvent::json(Some("ping"), &StreamEvent::Ping))
     }
 
     fn push(&mut self, item: &ChatItem) {
@@ -105,12 +104,14 @@ impl Reply for MessageReply {
 }
 
 /// `POST /v1/messages/count_tokens`: an estimate of the request's input tokens.
-pub fn count_tokens(body: &[u8]) -> Result<Value, AnthropicError> {
+pub fn count_tokens(body: &[u8]) -> Result<TokenCount, AnthropicError> {
     let request: CountTokensRequest = parse(body)?;
     if request.messages.is_empty() {
         return Err(AnthropicError::invalid(
             "messages: at least one message is required",
         ));
     }
-    Ok(json!({"input_tokens": estimate_tokens(request.system.as_ref(), &request.messages)}))
+    Ok(TokenCount {
+        input_tokens: estimate_tokens(request.system.as_ref(), &request.messages),
+    })
 }

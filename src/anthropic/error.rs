@@ -3,12 +3,26 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::chat::ChatFailure;
 use crate::failure::{Failure, FailureKind};
 use crate::pool::PoolError;
 use crate::sessions::SessionError;
+
+/// The body of an error answer: `{"type": "error", "error": {"type": …, "message": …}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "error")]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorDetail<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub message: &'a str,
+}
 
 /// An error answer of the Anthropic API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,8 +50,13 @@ impl AnthropicError {
     }
 
     /// The body, also used as the data of an SSE `error` event.
-    pub fn body(&self) -> Value {
-        json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind,
+                message: &self.message,
+            },
+        }
     }
 
     pub fn from_pool(e: &PoolError) -> Self {
@@ -132,7 +151,9 @@ mod tests {
             (crash.status, crash.kind),
             (StatusCode::INTERNAL_SERVER_ERROR, "api_error")
         );
-        assert_eq!(crash.body()["type"], "error");
-        assert_eq!(crash.body()["error"]["type"], "api_error");
+        assert_eq!(
+            serde_json::to_value(crash.body()).unwrap(),
+            serde_json::json!({"type": "error", "error": {"type": "api_error", "message": crash.message}})
+        );
     }
 }

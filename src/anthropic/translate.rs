@@ -12,28 +12,30 @@ use crate::domain::{
 
 use super::AnthropicError;
 use super::wire::{
-    Delta, Message, MessageDelta, MessageParam, MessagesRequest, ResponseBlock, ResponseUsage,
-    StreamEvent,
+    ContentBlockParam, Delta, ImageSource, Message, MessageDelta, MessageParam, MessageRole,
+    MessagesRequest, OutputFormat, ResponseBlock, ResponseUsage, StreamEvent, TextBlock,
+    ThinkingConfig, ToolChoiceParam, ToolParam, ToolResultBlock, ToolResultPart,
 };
+use crate::tagged::TextOr;
 
 /// The output-token limit the CLI asks for when nothing else is set.
 const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
 
 /// Parses a request body into `T`, with errors that name the offending field.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AnthropicError> {
-    crate::dialect::parse_json(body, |_, message| AnthropicError::invalid(message))
+    crate::dialect::parse_json(body, crate::dialect::PathStyle::Dotted, |_, message| {
+        AnthropicError::invalid(message)
+    })
 }
 
 /// A Messages API request as a chat request.
 pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatRequest, AnthropicError> {
-    let tools = tools(request.tools.as_deref().unwrap_or_default())?;
-    let tool_choice = tool_choice(request.tool_choice.as_ref(), &tools)?;
+    let tools = tools(request.tools.unwrap_or_default())?;
     let single_tool_call = request
         .tool_choice
         .as_ref()
-        .and_then(|c| c.get("disable_parallel_tool_use"))
-        .and_then(Value::as_bool)
-        == Some(true);
+        .is_some_and(ToolChoiceParam::single_tool_call);
+    let tool_choice = tool_choice(request.tool_choice, &tools)?;
     if request.max_tokens == 0 {
         return Err(AnthropicError::invalid("max_tokens: must be at least 1"));
     }
@@ -54,7 +56,7 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
     if request.model.trim().is_empty() {
         return Err(AnthropicError::invalid("model: must not be empty"));
     }
-    let (history, content) = split_messages(&request.messages, context.fetch_remote_images)?;
+    let (history, content) = split_messages(request.messages, context.fetch_remote_images)?;
     let stop_sequences = request.stop_sequences.unwrap_or_default();
     if stop_sequences.iter().any(String::is_empty) {
         return Err(AnthropicError::invalid(
@@ -63,17 +65,14 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
     }
     let include_thinking = request
         .thinking
-        .as_ref()
-        .and_then(|t| t.get("type"))
-        .and_then(Value::as_str)
-        .is_some_and(|t| t != "disabled");
+        .is_some_and(|t| t != ThinkingConfig::Disabled);
     let output_config = request.output_config.unwrap_or_default();
     let json_schema = output_schema(output_config.format, request.output_format)?;
     let structured = json_schema.is_some();
     let profile = LaunchProfile {
         // The model goes into the profile where the request flow picks a worker (`chat`).
         model: None,
-        system_prompt: system_prompt(request.system.as_ref())?,
+        system_prompt: system_prompt(request.system.as_ref()),
         builtin_tools: false,
         json_schema,
         max_output_tokens: (request.max_tokens != CLI_DEFAULT_MAX_TOKENS)
@@ -101,22 +100,13 @@ pub fn to_chat(request: MessagesRequest, context: &Context) -> Result<ChatReques
     Ok(chat)
 }
 
-/// The client's tools. Only custom tools (with an `input_schema`) can be honoured: the
-/// server and built-in tool types (web search, bash, text editor, computer use, …) get a 400
-/// that names them.
-fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, AnthropicError> {
+/// The client's tools (custom tools only: the wire type refuses the others by name).
+fn tools(tools: Vec<ToolParam>) -> Result<Vec<ToolSpec>, AnthropicError> {
     let mut out: Vec<ToolSpec> = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
+    for (i, tool) in tools.into_iter().enumerate() {
         let at = format!("tools.{i}");
-        match tool.get("type").and_then(Value::as_str) {
-            None | Some("custom") => {}
-            Some(other) => {
-                return Err(AnthropicError::invalid(format!(
-                    "{at}.type: \"{other}\" tools run on Anthropic's servers or in Claude's own harness, which ccpool cannot offer; only custom tools (name, description, input_schema) are supported"
-                )));
-            }
-        }
-        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+        let ToolParam::Custom(tool) = tool;
+        let name = tool.name;
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -132,81 +122,51 @@ fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, AnthropicError> {
                 "{at}.name: tool names must be unique; \"{name}\" appears twice"
             )));
         }
-        let schema = tool.get("input_schema");
-        if schema.and_then(|s| s.get("type")).and_then(Value::as_str) != Some("object") {
+        if tool.input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(AnthropicError::invalid(format!(
                 "{at}.input_schema: a JSON schema object with \"type\": \"object\" is required"
             )));
         }
-        let description = match tool.get("description") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(d)) => Some(d.clone()),
-            Some(_) => {
-                return Err(AnthropicError::invalid(format!(
-                    "{at}.description: must be a string"
-                )));
-            }
-        };
         out.push(ToolSpec {
-            name: name.to_string(),
-            description,
-            input_schema: schema.map(Value::to_string).unwrap_or_default(),
+            name,
+            description: tool.description,
+            input_schema: tool.input_schema.to_string(),
         });
     }
     Ok(out)
 }
 
-/// `tool_choice`: `auto`, `any`, `tool` (with `name`) or `none`. Its
+/// `tool_choice` for the request's tools: `any` needs tools, `tool` names one of them. Its
 /// `disable_parallel_tool_use` is `ChatRequest::single_tool_call`.
-fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice, AnthropicError> {
-    let Some(choice) = choice else {
-        return Ok(ToolChoice::Auto);
-    };
-    let kind = choice
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let needs_tools = |choice: ToolChoice| {
-        if tools.is_empty() {
-            Err(AnthropicError::invalid(format!(
-                "tool_choice: \"{kind}\" requires tools"
-            )))
-        } else {
-            Ok(choice)
-        }
-    };
-    match kind {
-        "auto" => Ok(ToolChoice::Auto),
-        "none" => Ok(ToolChoice::None),
-        "any" => needs_tools(ToolChoice::Any),
-        "tool" => {
-            let name = choice
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+fn tool_choice(
+    choice: Option<ToolChoiceParam>,
+    tools: &[ToolSpec],
+) -> Result<ToolChoice, AnthropicError> {
+    match choice {
+        None | Some(ToolChoiceParam::Auto { .. }) => Ok(ToolChoice::Auto),
+        Some(ToolChoiceParam::None) => Ok(ToolChoice::None),
+        Some(ToolChoiceParam::Any { .. }) if tools.is_empty() => Err(AnthropicError::invalid(
+            "tool_choice: \"any\" requires tools",
+        )),
+        Some(ToolChoiceParam::Any { .. }) => Ok(ToolChoice::Any),
+        Some(ToolChoiceParam::Tool { name, .. }) => {
             if !tools.iter().any(|t| t.name == name) {
                 return Err(AnthropicError::invalid(format!(
                     "tool_choice.name: \"{name}\" is not one of the tools"
                 )));
             }
-            Ok(ToolChoice::Tool(name.to_string()))
+            Ok(ToolChoice::Tool(name))
         }
-        other => Err(AnthropicError::invalid(format!(
-            "tool_choice.type: \"{other}\" is not one of auto, any, tool, none"
-        ))),
     }
 }
 
 /// The JSON schema of `output_config.format` (or the beta's `output_format`), for the CLI's
 /// `--json-schema`: the answer is then the validated object, as text.
 fn output_schema(
-    format: Option<Value>,
-    beta: Option<Value>,
+    format: Option<OutputFormat>,
+    beta: Option<OutputFormat>,
 ) -> Result<Option<String>, AnthropicError> {
-    let (field, format) = match (
-        format.filter(|f| !f.is_null()),
-        beta.filter(|f| !f.is_null()),
-    ) {
+    let (field, OutputFormat::JsonSchema { schema }) = match (format, beta) {
         (Some(_), Some(_)) => {
             return Err(AnthropicError::invalid(
                 "output_format: give either output_config.format or output_format, not both",
@@ -216,18 +176,12 @@ fn output_schema(
         (None, Some(format)) => ("output_format", format),
         (None, None) => return Ok(None),
     };
-    match format.get("type").and_then(Value::as_str) {
-        Some("json_schema") => match format.get("schema") {
-            Some(schema) if schema.is_object() => Ok(Some(schema.to_string())),
-            _ => Err(AnthropicError::invalid(format!(
-                "{field}.schema: a JSON schema object is required"
-            ))),
-        },
-        other => Err(AnthropicError::invalid(format!(
-            "{field}.type: only \"json_schema\" is supported, got {}",
-            other.map_or("nothing".to_string(), |t| format!("\"{t}\""))
-        ))),
+    if !schema.is_object() {
+        return Err(AnthropicError::invalid(format!(
+            "{field}.schema: a JSON schema object is required"
+        )));
     }
+    Ok(Some(schema.to_string()))
 }
 
 /// `output_config.effort` as the CLI's effort level (the same names).
@@ -247,49 +201,26 @@ const BILLING_HEADER: &str = "x-anthropic-billing-header:";
 
 /// The system prompt: a string, or text blocks joined by blank lines, without Claude Code's
 /// billing-header line.
-pub fn system_prompt(system: Option<&Value>) -> Result<Option<String>, AnthropicError> {
-    let prompt = system_text(system)?;
-    Ok(prompt.and_then(|p| {
-        let kept = p
-            .split_inclusive('\n')
-            .filter(|line| !line.starts_with(BILLING_HEADER))
-            .collect::<String>();
-        let kept = kept.trim_start_matches('\n').to_string();
-        (!kept.is_empty()).then_some(kept)
-    }))
-}
-
-fn system_text(system: Option<&Value>) -> Result<Option<String>, AnthropicError> {
-    match system {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Array(blocks)) => {
-            let mut texts = Vec::new();
-            for (i, block) in blocks.iter().enumerate() {
-                match (
-                    block.get("type").and_then(Value::as_str),
-                    block.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(text)) => texts.push(text.to_string()),
-                    _ => {
-                        return Err(AnthropicError::invalid(format!(
-                            "system.{i}: system blocks must be text blocks"
-                        )));
-                    }
-                }
-            }
-            Ok((!texts.is_empty()).then(|| texts.join("\n\n")))
-        }
-        Some(_) => Err(AnthropicError::invalid(
-            "system: must be a string or a list of text blocks",
-        )),
-    }
+pub fn system_prompt(system: Option<&TextOr<TextBlock>>) -> Option<String> {
+    let prompt = match system? {
+        TextOr::Text(text) => text.clone(),
+        TextOr::List(blocks) => blocks
+            .iter()
+            .map(|b| b.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    };
+    let kept = prompt
+        .split_inclusive('\n')
+        .filter(|line| !line.starts_with(BILLING_HEADER))
+        .collect::<String>();
+    let kept = kept.trim_start_matches('\n').to_string();
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// Splits the messages into the history and the new user turn (the last message).
 fn split_messages(
-    messages: &[MessageParam],
+    messages: Vec<MessageParam>,
     remote_images: bool,
 ) -> Result<(Vec<HistoryMessage>, Vec<ContentBlock>), AnthropicError> {
     if messages.is_empty() {
@@ -302,14 +233,14 @@ fn split_messages(
     // it follows (Claude Code sends it after the turn it belongs to, and the same request
     // grown by an answer must keep it in the same place), else the next user message.
     let mut system_notes: Vec<ContentBlock> = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let role = match message.role.as_str() {
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "system" => {
-                let path = format!("messages.{i}.content");
+    for (i, message) in messages.into_iter().enumerate() {
+        let path = format!("messages.{i}.content");
+        let role = match message.role {
+            MessageRole::User => Role::User,
+            MessageRole::Assistant => Role::Assistant,
+            MessageRole::System => {
                 let mut notes = Vec::new();
-                for block in content_blocks(&message.content, Role::User, &path, false)? {
+                for block in content_blocks(message.content, Role::User, &path, false)? {
                     match block {
                         ContentBlock::Text(text) => notes.push(ContentBlock::Text(text)),
                         _ => {
@@ -327,14 +258,8 @@ fn split_messages(
                 }
                 continue;
             }
-            other => {
-                return Err(AnthropicError::invalid(format!(
-                    "messages.{i}.role: unexpected role \"{other}\"; expected \"user\", \"assistant\" or \"system\""
-                )));
-            }
         };
-        let path = format!("messages.{i}.content");
-        let mut content = content_blocks(&message.content, role, &path, remote_images)?;
+        let mut content = content_blocks(message.content, role, &path, remote_images)?;
         if role == Role::User && !system_notes.is_empty() {
             // Tool results must lead a user message; the notes follow them.
             let at = content
@@ -370,103 +295,85 @@ fn split_messages(
 }
 
 /// A message's content as domain blocks. Thinking blocks of assistant turns are dropped (the
-/// CLI does not take them back); tool blocks need tool support, which ccpool lacks.
+/// CLI does not take them back); tool calls belong to assistant messages and tool results to
+/// user messages.
 fn content_blocks(
-    content: &Value,
+    content: TextOr<ContentBlockParam>,
     role: Role,
     path: &str,
     remote_images: bool,
 ) -> Result<Vec<ContentBlock>, AnthropicError> {
     let blocks = match content {
-        Value::String(text) if text.is_empty() => {
+        TextOr::Text(text) if text.is_empty() => {
             return Err(AnthropicError::invalid(format!(
                 "{path}: text content must be non-empty"
             )));
         }
-        Value::String(text) => return Ok(vec![ContentBlock::Text(text.clone())]),
-        Value::Array(blocks) if blocks.is_empty() && role == Role::User => {
+        TextOr::Text(text) => return Ok(vec![ContentBlock::Text(text)]),
+        TextOr::List(blocks) if blocks.is_empty() && role == Role::User => {
             return Err(AnthropicError::invalid(format!(
                 "{path}: must contain at least one block"
             )));
         }
-        Value::Array(blocks) => blocks,
-        _ => {
-            return Err(AnthropicError::invalid(format!(
-                "{path}: must be a string or a list of content blocks"
-            )));
-        }
+        TextOr::List(blocks) => blocks,
     };
     let mut out = Vec::with_capacity(blocks.len());
-    for (j, block) in blocks.iter().enumerate() {
+    for (j, block) in blocks.into_iter().enumerate() {
         let at = format!("{path}.{j}");
-        let kind = block
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match kind {
-            "text" => match block.get("text").and_then(Value::as_str) {
-                Some(text) if !text.is_empty() => out.push(ContentBlock::Text(text.to_string())),
-                Some(_) => {
-                    return Err(AnthropicError::invalid(format!(
-                        "{at}.text: text content blocks must be non-empty"
-                    )));
-                }
-                None => {
-                    return Err(AnthropicError::invalid(format!(
-                        "{at}.text: a string is required"
-                    )));
-                }
-            },
-            "image" => out.push(image(block.get("source"), &at, remote_images)?),
-            "thinking" | "redacted_thinking" if role == Role::Assistant => {}
-            "tool_use" if role == Role::Assistant => {
-                let id = block.get("id").and_then(Value::as_str).unwrap_or_default();
-                let name = block
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let input = block.get("input").filter(|i| i.is_object());
-                match (id, name, input) {
-                    (id, name, Some(input)) if !id.is_empty() && !name.is_empty() => {
-                        out.push(ContentBlock::ToolUse {
-                            id: id.to_string(),
-                            name: name.to_string(),
-                            input: input.to_string(),
-                        })
-                    }
-                    _ => {
-                        return Err(AnthropicError::invalid(format!(
-                            "{at}: a tool_use block needs id, name and an input object"
-                        )));
-                    }
-                }
-            }
-            "tool_result" if role == Role::User => {
-                out.push(tool_result(block, &at, remote_images)?)
-            }
-            "tool_use" | "tool_result" => {
+        match (block, role) {
+            (ContentBlockParam::Text(TextBlock { text, .. }), _) if text.is_empty() => {
                 return Err(AnthropicError::invalid(format!(
-                    "{at}.type: \"{kind}\" blocks belong in {} messages",
-                    if kind == "tool_use" {
-                        "assistant"
-                    } else {
-                        "user"
-                    }
+                    "{at}.text: text content blocks must be non-empty"
                 )));
             }
-            "server_tool_use" | "web_search_tool_result" | "mcp_tool_use" | "mcp_tool_result" => {
+            (ContentBlockParam::Text(TextBlock { text, .. }), _) => {
+                out.push(ContentBlock::Text(text))
+            }
+            (ContentBlockParam::Image(image_block), _) => {
+                out.push(image(image_block.source, &at, remote_images)?)
+            }
+            (
+                ContentBlockParam::Thinking | ContentBlockParam::RedactedThinking,
+                Role::Assistant,
+            ) => {}
+            (ContentBlockParam::ToolUse(call), Role::Assistant) => {
+                if call.id.is_empty() || call.name.is_empty() || !call.input.is_object() {
+                    return Err(AnthropicError::invalid(format!(
+                        "{at}: a tool_use block needs id, name and an input object"
+                    )));
+                }
+                out.push(ContentBlock::ToolUse {
+                    id: call.id,
+                    name: call.name,
+                    input: call.input.to_string(),
+                })
+            }
+            (ContentBlockParam::ToolResult(result), Role::User) => {
+                out.push(tool_result(result, &at, remote_images)?)
+            }
+            (ContentBlockParam::ToolUse(_), _) => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: \"tool_use\" blocks belong in assistant messages"
+                )));
+            }
+            (ContentBlockParam::ToolResult(_), _) => {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.type: \"tool_result\" blocks belong in user messages"
+                )));
+            }
+            (ContentBlockParam::ServerTool(kind), _) => {
                 return Err(AnthropicError::invalid(format!(
                     "{at}.type: \"{kind}\" blocks come from server tools, which ccpool cannot offer"
                 )));
             }
-            "" => {
+            (ContentBlockParam::Thinking, _) => {
                 return Err(AnthropicError::invalid(format!(
-                    "{at}.type: a content block needs a type"
+                    "{at}.type: \"thinking\" blocks belong in assistant messages"
                 )));
             }
-            other => {
+            (ContentBlockParam::RedactedThinking, _) => {
                 return Err(AnthropicError::invalid(format!(
-                    "{at}.type: \"{other}\" content blocks are not supported by ccpool"
+                    "{at}.type: \"redacted_thinking\" blocks belong in assistant messages"
                 )));
             }
         }
@@ -476,134 +383,113 @@ fn content_blocks(
 
 /// A `tool_result` block: its content is a string or text and image blocks.
 fn tool_result(
-    block: &Value,
+    block: ToolResultBlock,
     at: &str,
     remote_images: bool,
 ) -> Result<ContentBlock, AnthropicError> {
-    let tool_use_id = block
-        .get("tool_use_id")
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| {
-            AnthropicError::invalid(format!("{at}.tool_use_id: a string is required"))
-        })?;
-    let is_error = match block.get("is_error") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(AnthropicError::invalid(format!(
-                "{at}.is_error: must be a boolean"
-            )));
-        }
-    };
-    let content = match block.get("content") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) if text.is_empty() => Vec::new(),
-        Some(Value::String(text)) => vec![ContentBlock::Text(text.clone())],
-        Some(Value::Array(parts)) => {
+    if block.tool_use_id.is_empty() {
+        return Err(AnthropicError::invalid(format!(
+            "{at}.tool_use_id: must not be empty"
+        )));
+    }
+    let content = match block.content {
+        None => Vec::new(),
+        Some(TextOr::Text(text)) if text.is_empty() => Vec::new(),
+        Some(TextOr::Text(text)) => vec![ContentBlock::Text(text)],
+        Some(TextOr::List(parts)) => {
             let mut out = Vec::with_capacity(parts.len());
-            for (k, part) in parts.iter().enumerate() {
-                let at = format!("{at}.content.{k}");
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => out.push(ContentBlock::Text(
-                        part.get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                    )),
-                    Some("image") => out.push(image(part.get("source"), &at, remote_images)?),
-                    other => {
-                        return Err(AnthropicError::invalid(format!(
-                            "{at}.type: {} blocks in a tool_result are not supported by ccpool (text and image are)",
-                            other
-                                .map(|o| format!("\"{o}\""))
-                                .unwrap_or_else(|| "untyped".into())
-                        )));
-                    }
-                }
+            for (k, part) in parts.into_iter().enumerate() {
+                out.push(match part {
+                    ToolResultPart::Text(text) => ContentBlock::Text(text.text),
+                    ToolResultPart::Image(image_block) => image(
+                        image_block.source,
+                        &format!("{at}.content.{k}"),
+                        remote_images,
+                    )?,
+                });
             }
             out
         }
-        Some(_) => {
-            return Err(AnthropicError::invalid(format!(
-                "{at}.content: must be a string or a list of content blocks"
-            )));
-        }
     };
     Ok(ContentBlock::ToolResult {
-        tool_use_id: tool_use_id.to_string(),
+        tool_use_id: block.tool_use_id,
         content,
-        is_error,
+        is_error: block.is_error.unwrap_or(false),
     })
 }
 
+/// An image block's source as a domain block: base64 of a known media type, or a URL to
+/// fetch when remote images are fetched.
 fn image(
-    source: Option<&Value>,
+    source: ImageSource,
     at: &str,
     remote_images: bool,
 ) -> Result<ContentBlock, AnthropicError> {
-    let source = source.ok_or_else(|| AnthropicError::invalid(format!("{at}.source: required")))?;
-    match source.get("type").and_then(Value::as_str) {
-        Some("base64") => {
-            let media_type = source.get("media_type").and_then(Value::as_str);
-            let data = source.get("data").and_then(Value::as_str);
-            match (media_type, data) {
-                (Some(m), Some(d)) if IMAGE_MEDIA_TYPES.contains(&m) && !d.is_empty() => {
-                    Ok(ContentBlock::Image {
-                        media_type: m.to_string(),
-                        data: d.to_string(),
-                    })
-                }
-                (Some(m), Some(_)) if !IMAGE_MEDIA_TYPES.contains(&m) => {
-                    Err(AnthropicError::invalid(format!(
-                        "{at}.source.media_type: \"{m}\" is not one of {}",
-                        IMAGE_MEDIA_TYPES.join(", ")
-                    )))
-                }
-                _ => Err(AnthropicError::invalid(format!(
-                    "{at}.source: base64 images need media_type and data"
-                ))),
+    match source {
+        ImageSource::Base64 { media_type, data } => {
+            if !IMAGE_MEDIA_TYPES.contains(&media_type.as_str()) {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.source.media_type: \"{media_type}\" is not one of {}",
+                    IMAGE_MEDIA_TYPES.join(", ")
+                )));
             }
+            if data.is_empty() {
+                return Err(AnthropicError::invalid(format!(
+                    "{at}.source.data: must not be empty"
+                )));
+            }
+            Ok(ContentBlock::Image { media_type, data })
         }
-        Some("url") if remote_images => match source.get("url").and_then(Value::as_str) {
-            Some(url) => Ok(ContentBlock::RemoteImage {
-                url: url.to_string(),
-                field: format!("{at}.source.url"),
-            }),
-            None => Err(AnthropicError::invalid(format!(
-                "{at}.source.url: a string is required"
-            ))),
-        },
-        Some(other) => Err(AnthropicError::invalid(format!(
-            "{at}.source.type: \"{other}\" images are fetched by ccpool only with --fetch-remote-images; send the image as base64"
+        ImageSource::Url { url } if remote_images => Ok(ContentBlock::RemoteImage {
+            url,
+            field: format!("{at}.source.url"),
+        }),
+        ImageSource::Url { .. } => Err(AnthropicError::invalid(format!(
+            "{at}.source.type: \"url\" images are fetched by ccpool only with --fetch-remote-images; send the image as base64"
         ))),
-        None => Err(AnthropicError::invalid(format!(
-            "{at}.source.type: required"
+        ImageSource::Other(kind) => Err(AnthropicError::invalid(format!(
+            "{at}.source.type: \"{kind}\" images are not supported by ccpool; send the image as base64{}",
+            if remote_images { " or by URL" } else { "" }
         ))),
     }
 }
 
 /// A rough token count: about four characters a token, and a fixed cost per image. An
 /// estimate, documented as such.
-pub fn estimate_tokens(system: Option<&Value>, messages: &[MessageParam]) -> u64 {
-    fn chars(v: &Value) -> u64 {
-        match v {
-            Value::String(s) => s.chars().count() as u64,
-            Value::Array(items) => items.iter().map(chars).sum(),
-            Value::Object(map) => {
-                if map.get("type").and_then(Value::as_str) == Some("image") {
-                    return 1600 * 4;
-                }
-                map.iter()
-                    .filter(|(k, _)| *k == "text" || *k == "content")
-                    .map(|(_, v)| chars(v))
-                    .sum()
-            }
+pub fn estimate_tokens(system: Option<&TextOr<TextBlock>>, messages: &[MessageParam]) -> u64 {
+    const IMAGE: u64 = 1600 * 4;
+    fn chars(text: &str) -> u64 {
+        text.chars().count() as u64
+    }
+    fn part(part: &ToolResultPart) -> u64 {
+        match part {
+            ToolResultPart::Text(t) => chars(&t.text),
+            ToolResultPart::Image(_) => IMAGE,
+        }
+    }
+    fn block(block: &ContentBlockParam) -> u64 {
+        match block {
+            ContentBlockParam::Text(t) => chars(&t.text),
+            ContentBlockParam::Image(_) => IMAGE,
+            ContentBlockParam::ToolResult(r) => match &r.content {
+                None => 0,
+                Some(TextOr::Text(text)) => chars(text),
+                Some(TextOr::List(parts)) => parts.iter().map(part).sum(),
+            },
             _ => 0,
         }
     }
-    let total = system.map(chars).unwrap_or(0)
-        + messages.iter().map(|m| chars(&m.content) + 12).sum::<u64>();
+    fn content<T>(content: &TextOr<T>, each: impl Fn(&T) -> u64) -> u64 {
+        match content {
+            TextOr::Text(text) => chars(text),
+            TextOr::List(items) => items.iter().map(each).sum(),
+        }
+    }
+    let total = system.map_or(0, |s| content(s, |b| chars(&b.text)))
+        + messages
+            .iter()
+            .map(|m| content(&m.content, block) + 12)
+            .sum::<u64>();
     (total / 4).max(1)
 }
 
@@ -1187,7 +1073,9 @@ mod tests {
             "the header does not split pools"
         );
         assert_eq!(
-            system_prompt(Some(&json!("x-anthropic-billing-header: a\nRest"))).unwrap(),
+            system_prompt(Some(&TextOr::Text(
+                "x-anthropic-billing-header: a\nRest".into()
+            ))),
             Some("Rest".into())
         );
     }
@@ -1325,20 +1213,12 @@ mod tests {
 
     #[test]
     fn token_estimates_grow_with_the_text() {
-        let small = estimate_tokens(
-            None,
-            &[MessageParam {
-                role: "user".into(),
-                content: json!("hi"),
-            }],
-        );
-        let large = estimate_tokens(
-            Some(&json!("x".repeat(400))),
-            &[MessageParam {
-                role: "user".into(),
-                content: json!("hi"),
-            }],
-        );
+        let hi = || MessageParam {
+            role: MessageRole::User,
+            content: TextOr::Text("hi".into()),
+        };
+        let small = estimate_tokens(None, &[hi()]);
+        let large = estimate_tokens(Some(&TextOr::Text("x".repeat(400))), &[hi()]);
         assert!(small >= 1 && large >= small + 90, "{small} {large}");
     }
 }

@@ -76,7 +76,7 @@ pub async fn chat<D: Dialect>(
 /// `POST /v1/messages/count_tokens`: an estimate, answered at once.
 pub async fn count_tokens(
     LimitedBody(body): LimitedBody,
-) -> Result<Json<serde_json::Value>, AnthropicError> {
+) -> Result<Json<crate::anthropic::wire::TokenCount>, AnthropicError> {
     crate::anthropic::count_tokens(&body).map(Json)
 }
 

@@ -3,12 +3,28 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::chat::ChatFailure;
 use crate::failure::{Failure, FailureKind};
 use crate::pool::PoolError;
 use crate::sessions::SessionError;
+
+/// The body of an error answer: `{"error": {"message", "type", "param", "code"}}`, `param`
+/// and `code` null when there is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub message: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub param: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
 
 /// An error answer of the OpenAI API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +67,16 @@ impl OpenAiError {
         }
     }
 
-    pub fn body(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    /// The body, also used as the data of an SSE event when a stream fails.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        }
     }
 
     pub fn from_pool(e: &PoolError) -> Self {
@@ -134,8 +158,8 @@ mod tests {
         );
         let e = OpenAiError::unsupported("n", "no");
         assert_eq!(
-            e.body(),
-            json!({"error": {"message": "no", "type": "invalid_request_error", "param": "n", "code": "unsupported_parameter"}})
+            serde_json::to_value(e.body()).unwrap(),
+            serde_json::json!({"error": {"message": "no", "type": "invalid_request_error", "param": "n", "code": "unsupported_parameter"}})
         );
     }
 }

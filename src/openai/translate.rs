@@ -14,13 +14,17 @@ use super::OpenAiError;
 use super::wire::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ChunkChoice,
     ChunkDelta, CompletionChoice, CompletionMessage, CompletionUsage, FunctionCall,
-    FunctionCallDelta, PromptTokensDetails, ToolCall, ToolCallDelta,
+    FunctionCallDelta, PromptTokensDetails, ResponseFormat, TextPart, ToolCall, ToolCallDelta,
+    ToolCallParam, ToolChoiceParam, ToolParam, UserPart,
 };
+use crate::tagged::TextOr;
 
 /// The output-token limit the CLI asks for when nothing else is set.
 const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
 /// The schema `json_object` stands for: any JSON object.
 const ANY_OBJECT_SCHEMA: &str = r#"{"type":"object"}"#;
+/// The schema of a function without `parameters`.
+const EMPTY_OBJECT_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
 
 pub use crate::dialect::OpenAiOptions;
 
@@ -34,7 +38,9 @@ pub struct Translated {
 
 /// Parses a request body, with errors that name the offending parameter.
 pub fn parse(body: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
-    crate::dialect::parse_json(body, |field, message| OpenAiError::invalid(field, message))
+    crate::dialect::parse_json(body, crate::dialect::PathStyle::Bracketed, |field, message| {
+        OpenAiError::invalid(field, message)
+    })
 }
 
 /// A Chat Completions request as a chat request.
@@ -54,11 +60,10 @@ pub fn to_chat(
             "must be at least 1",
         ));
     }
-    let tools = tools(request.tools.as_deref().unwrap_or_default())?;
-    let tool_choice = tool_choice(request.tool_choice.as_ref(), &tools)?;
-    let (system, history, content) =
-        split_messages(&request.messages, context.fetch_remote_images)?;
-    let json_schema = response_format(request.response_format.as_ref())?;
+    let tools = tools(request.tools.unwrap_or_default())?;
+    let tool_choice = tool_choice(request.tool_choice, &tools)?;
+    let (system, history, content) = split_messages(request.messages, context.fetch_remote_images)?;
+    let json_schema = response_format(request.response_format)?;
     let structured = json_schema.is_some();
     let profile = LaunchProfile {
         // The model goes into the profile where the request flow picks a worker (`chat`).
@@ -84,7 +89,7 @@ pub fn to_chat(
             tools,
             tool_choice,
         },
-        stop_sequences: stop_sequences(request.stop.as_ref())?,
+        stop_sequences: stop_sequences(request.stop)?,
         include_thinking: options.reasoning_content,
         structured,
         forced_tool: None,
@@ -177,13 +182,13 @@ fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), OpenAiError
 }
 
 /// `tools`: function tools only (`strict` is accepted; the schema is offered as is).
-fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, OpenAiError> {
+fn tools(tools: Vec<ToolParam>) -> Result<Vec<ToolSpec>, OpenAiError> {
     let mut out: Vec<ToolSpec> = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
+    for (i, tool) in tools.into_iter().enumerate() {
         let at = format!("tools[{i}]");
-        match tool.get("type").and_then(Value::as_str) {
-            Some("function") => {}
-            Some(other) => {
+        let function = match tool {
+            ToolParam::Function(function) => function,
+            ToolParam::Other(other) => {
                 return Err(OpenAiError::unsupported(
                     &format!("{at}.type"),
                     format!(
@@ -191,18 +196,8 @@ fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, OpenAiError> {
                     ),
                 ));
             }
-            None => {
-                return Err(OpenAiError::invalid(
-                    format!("{at}.type"),
-                    format!("{at}.type: required (\"function\")"),
-                ));
-            }
-        }
-        let function = tool.get("function").unwrap_or(&Value::Null);
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        };
+        let name = function.name;
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -220,9 +215,9 @@ fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, OpenAiError> {
                 format!("{at}.function.name: \"{name}\" appears twice; names must be unique"),
             ));
         }
-        let schema = match function.get("parameters") {
-            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-            Some(p) if p.get("type").and_then(Value::as_str) == Some("object") => p.clone(),
+        let schema = match function.parameters {
+            None | Some(Value::Null) => EMPTY_OBJECT_SCHEMA.to_string(),
+            Some(p) if p.get("type").and_then(Value::as_str) == Some("object") => p.to_string(),
             Some(_) => {
                 return Err(OpenAiError::invalid(
                     format!("{at}.function.parameters"),
@@ -233,23 +228,23 @@ fn tools(tools: &[Value]) -> Result<Vec<ToolSpec>, OpenAiError> {
             }
         };
         out.push(ToolSpec {
-            name: name.to_string(),
-            description: function
-                .get("description")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            input_schema: schema.to_string(),
+            name,
+            description: function.description,
+            input_schema: schema,
         });
     }
     Ok(out)
 }
 
-/// `tool_choice`: `none`, `auto`, `required`, or `{"type":"function","function":{"name"}}`.
-fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice, OpenAiError> {
+/// `tool_choice`: `none`, `auto`, `required`, or one of the tools by name.
+fn tool_choice(
+    choice: Option<ToolChoiceParam>,
+    tools: &[ToolSpec],
+) -> Result<ToolChoice, OpenAiError> {
     let bad = |message: String| OpenAiError::invalid("tool_choice", message);
     match choice {
-        None | Some(Value::Null) => Ok(ToolChoice::Auto),
-        Some(Value::String(s)) => match s.as_str() {
+        None => Ok(ToolChoice::Auto),
+        Some(ToolChoiceParam::Mode(mode)) => match mode.as_str() {
             "auto" => Ok(ToolChoice::Auto),
             "none" => Ok(ToolChoice::None),
             "required" if tools.is_empty() => {
@@ -260,80 +255,45 @@ fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice,
                 "tool_choice: \"{other}\" is not one of none, auto, required"
             ))),
         },
-        Some(object) => {
-            let name = object
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if object.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(bad(
-                    "tool_choice: expected {\"type\": \"function\", \"function\": {\"name\": …}}"
-                        .into(),
-                ));
-            }
+        Some(ToolChoiceParam::Function { name }) => {
             if !tools.iter().any(|t| t.name == name) {
                 return Err(bad(format!(
                     "tool_choice: the function \"{name}\" is not one of the tools"
                 )));
             }
-            Ok(ToolChoice::Tool(name.to_string()))
+            Ok(ToolChoice::Tool(name))
         }
     }
 }
 
 /// An assistant message's `tool_calls` as tool-use blocks.
-fn tool_calls(calls: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
-    let Some(calls) = calls.as_array() else {
-        return Err(OpenAiError::invalid(
-            param,
-            format!("{param}: must be a list of tool calls"),
-        ));
-    };
+fn tool_calls(calls: Vec<ToolCallParam>, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
     let mut out = Vec::with_capacity(calls.len());
-    for (k, call) in calls.iter().enumerate() {
+    for (k, call) in calls.into_iter().enumerate() {
         let at = format!("{param}[{k}]");
-        let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
-        let name = call
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let arguments = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("{}");
-        let input: Value = serde_json::from_str(if arguments.is_empty() {
-            "{}"
-        } else {
-            arguments
-        })
-        .map_err(|_| {
+        let arguments = match call.function.arguments.as_str() {
+            "" => "{}",
+            arguments => arguments,
+        };
+        let input: Value = serde_json::from_str(arguments).map_err(|_| {
             OpenAiError::invalid(
                 format!("{at}.function.arguments"),
                 format!("{at}.function.arguments: must be a JSON object as text"),
             )
         })?;
-        if id.is_empty() || name.is_empty() || !input.is_object() {
+        if call.id.is_empty() || call.function.name.is_empty() || !input.is_object() {
             return Err(OpenAiError::invalid(
                 at.clone(),
                 format!("{at}: a tool call needs id, function.name and object arguments"),
             ));
         }
         out.push(ContentBlock::ToolUse {
-            id: id.to_string(),
-            name: name.to_string(),
+            id: call.id,
+            name: call.function.name,
             input: input.to_string(),
         });
     }
     Ok(out)
-}
-
-/// A `tool` message's content: a string or text parts.
-fn tool_output(content: &Value, param: &str) -> Result<Vec<ContentBlock>, OpenAiError> {
-    match content {
-        Value::Null => Ok(Vec::new()),
-        Value::String(s) if s.is_empty() => Ok(Vec::new()),
-        _ => Ok(vec![ContentBlock::Text(text_only(content, param)?)]),
-    }
 }
 
 /// A conversation split for the CLI: system prompt, history, new user content.
@@ -342,7 +302,7 @@ type Conversation = (Option<String>, Vec<HistoryMessage>, Vec<ContentBlock>);
 /// `system` and `developer` messages make the system prompt; the rest is the conversation,
 /// whose last message is the new user turn.
 fn split_messages(
-    messages: &[ChatMessage],
+    messages: Vec<ChatMessage>,
     remote_images: bool,
 ) -> Result<Conversation, OpenAiError> {
     if messages.is_empty() {
@@ -353,28 +313,26 @@ fn split_messages(
     }
     let mut system = Vec::new();
     let mut turns = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
+    for (i, message) in messages.into_iter().enumerate() {
         let param = format!("messages[{i}]");
-        match message.role.as_str() {
-            "system" | "developer" => {
-                system.push(text_only(&message.content, &format!("{param}.content"))?)
+        let content_param = format!("{param}.content");
+        match message {
+            ChatMessage::System(m) | ChatMessage::Developer(m) => {
+                system.push(text_only(m.content, &content_param)?)
             }
-            "user" => {
-                let content = user_content(&message.content, &param, remote_images)?;
+            ChatMessage::User(m) => {
+                let content = user_content(m.content, &content_param, remote_images)?;
                 push_user(&mut turns, content);
             }
-            "assistant" => {
-                let calls = match &message.tool_calls {
-                    None | Some(Value::Null) => Vec::new(),
+            ChatMessage::Assistant(m) => {
+                let calls = match m.tool_calls {
+                    None => Vec::new(),
                     Some(calls) => tool_calls(calls, &format!("{param}.tool_calls"))?,
                 };
-                let mut content = match (&message.content, calls.is_empty()) {
-                    (Value::Null, false) => Vec::new(),
-                    (Value::String(s), false) if s.is_empty() => Vec::new(),
-                    (content, _) => vec![ContentBlock::Text(text_only(
-                        content,
-                        &format!("{param}.content"),
-                    )?)],
+                let mut content = match (m.content, calls.is_empty()) {
+                    (None, false) => Vec::new(),
+                    (Some(TextOr::Text(s)), false) if s.is_empty() => Vec::new(),
+                    (content, _) => vec![ContentBlock::Text(text_only(content, &content_param)?)],
                 };
                 content.extend(calls);
                 turns.push(HistoryMessage {
@@ -382,33 +340,30 @@ fn split_messages(
                     content,
                 });
             }
-            "tool" => {
-                let Some(id) = message.tool_call_id.clone().filter(|id| !id.is_empty()) else {
+            ChatMessage::Tool(m) => {
+                let Some(id) = m.tool_call_id.filter(|id| !id.is_empty()) else {
                     return Err(OpenAiError::invalid(
                         format!("{param}.tool_call_id"),
                         format!("{param}.tool_call_id: required on a tool message"),
                     ));
                 };
+                let content = match m.content {
+                    None => Vec::new(),
+                    Some(TextOr::Text(s)) if s.is_empty() => Vec::new(),
+                    content => vec![ContentBlock::Text(text_only(content, &content_param)?)],
+                };
                 let result = ContentBlock::ToolResult {
                     tool_use_id: id,
-                    content: tool_output(&message.content, &format!("{param}.content"))?,
+                    content,
                     is_error: false,
                 };
                 push_user(&mut turns, vec![result]);
             }
-            "function" => {
+            ChatMessage::Function => {
                 return Err(OpenAiError::unsupported(
                     &format!("{param}.role"),
                     format!(
                         "{param}.role: \"function\" messages belong to the deprecated functions API; use tool messages"
-                    ),
-                ));
-            }
-            other => {
-                return Err(OpenAiError::invalid(
-                    format!("{param}.role"),
-                    format!(
-                        "{param}.role: unknown role \"{other}\"; expected system, developer, user or assistant"
                     ),
                 ));
             }
@@ -450,38 +405,15 @@ fn push_user(turns: &mut Vec<HistoryMessage>, content: Vec<ContentBlock>) {
     }
 }
 
-/// Content that may only be text: a string or text parts.
-fn text_only(content: &Value, param: &str) -> Result<String, OpenAiError> {
+/// Content that may only be text (a string or text parts), required and non-empty.
+fn text_only(content: Option<TextOr<TextPart>>, param: &str) -> Result<String, OpenAiError> {
     let text = match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => {
-            let mut texts = Vec::new();
-            for (j, part) in parts.iter().enumerate() {
-                match (
-                    part.get("type").and_then(Value::as_str),
-                    part.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(t)) => texts.push(t),
-                    _ => {
-                        return Err(OpenAiError::invalid(
-                            format!("{param}[{j}]"),
-                            format!("{param}[{j}]: only text parts are allowed here"),
-                        ));
-                    }
-                }
-            }
-            texts.join("")
-        }
-        Value::Null => {
+        Some(TextOr::Text(s)) => s,
+        Some(TextOr::List(parts)) => parts.into_iter().map(|p| p.text).collect(),
+        None => {
             return Err(OpenAiError::invalid(
                 param,
                 format!("{param}: content is required"),
-            ));
-        }
-        _ => {
-            return Err(OpenAiError::invalid(
-                param,
-                format!("{param}: must be a string or a list of content parts"),
             ));
         }
     };
@@ -494,87 +426,57 @@ fn text_only(content: &Value, param: &str) -> Result<String, OpenAiError> {
     Ok(text)
 }
 
+/// A user message's content: non-empty text, text parts and images.
 fn user_content(
-    content: &Value,
+    content: Option<TextOr<UserPart>>,
     param: &str,
     remote_images: bool,
 ) -> Result<Vec<ContentBlock>, OpenAiError> {
-    let param = format!("{param}.content");
     match content {
-        Value::String(s) if !s.is_empty() => Ok(vec![ContentBlock::Text(s.clone())]),
-        Value::Array(parts) if !parts.is_empty() => parts
-            .iter()
+        Some(TextOr::Text(s)) if !s.is_empty() => Ok(vec![ContentBlock::Text(s)]),
+        Some(TextOr::List(parts)) if !parts.is_empty() => parts
+            .into_iter()
             .enumerate()
             .map(|(j, part)| {
                 let at = format!("{param}[{j}]");
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => match part.get("text").and_then(Value::as_str) {
-                        Some(t) if !t.is_empty() => Ok(ContentBlock::Text(t.to_string())),
-                        _ => Err(OpenAiError::invalid(
-                            format!("{at}.text"),
-                            format!("{at}.text: a non-empty string is required"),
-                        )),
-                    },
-                    Some("image_url") => {
-                        let url = part
-                            .get("image_url")
-                            .and_then(|i| i.get("url").or(Some(i)))
-                            .and_then(Value::as_str);
-                        image(url, &at, remote_images)
-                    }
-                    Some(other) => Err(OpenAiError::unsupported(
+                match part {
+                    UserPart::Text(t) if !t.is_empty() => Ok(ContentBlock::Text(t)),
+                    UserPart::Text(_) => Err(OpenAiError::invalid(
+                        format!("{at}.text"),
+                        format!("{at}.text: a non-empty string is required"),
+                    )),
+                    UserPart::ImageUrl(url) => image(&url, &at, remote_images),
+                    UserPart::Other(other) => Err(OpenAiError::unsupported(
                         &format!("{at}.type"),
                         format!("{at}.type: \"{other}\" parts are not supported by ccpool"),
-                    )),
-                    None => Err(OpenAiError::invalid(
-                        format!("{at}.type"),
-                        format!("{at}.type: required"),
                     )),
                 }
             })
             .collect(),
-        Value::Null => Err(OpenAiError::invalid(
-            param.clone(),
+        None => Err(OpenAiError::invalid(
+            param,
             format!("{param}: content is required"),
         )),
-        Value::String(_) | Value::Array(_) => Err(OpenAiError::invalid(
-            param.clone(),
+        Some(_) => Err(OpenAiError::invalid(
+            param,
             format!("{param}: content must not be empty"),
-        )),
-        _ => Err(OpenAiError::invalid(
-            param.clone(),
-            format!("{param}: must be a string or a list of content parts"),
         )),
     }
 }
 
 /// An `image_url` part as an image block (see `dialect::image_url`).
-fn image(url: Option<&str>, at: &str, remote_images: bool) -> Result<ContentBlock, OpenAiError> {
+fn image(url: &str, at: &str, remote_images: bool) -> Result<ContentBlock, OpenAiError> {
     let param = format!("{at}.image_url.url");
-    let url =
-        url.ok_or_else(|| OpenAiError::invalid(param.clone(), format!("{param}: required")))?;
     crate::dialect::image_url(url, &param, remote_images)
         .map_err(|message| OpenAiError::invalid(param, message))
 }
 
-fn stop_sequences(stop: Option<&Value>) -> Result<Vec<String>, OpenAiError> {
+/// `stop`: up to four non-empty sequences.
+fn stop_sequences(stop: Option<TextOr<String>>) -> Result<Vec<String>, OpenAiError> {
     let list = match stop {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| OpenAiError::invalid("stop", "stop: must be strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(OpenAiError::invalid(
-                "stop",
-                "stop: must be a string or a list of strings",
-            ));
-        }
+        None => return Ok(Vec::new()),
+        Some(TextOr::Text(s)) => vec![s],
+        Some(TextOr::List(items)) => items,
     };
     if list.len() > 4 || list.iter().any(String::is_empty) {
         return Err(OpenAiError::invalid(
@@ -586,26 +488,16 @@ fn stop_sequences(stop: Option<&Value>) -> Result<Vec<String>, OpenAiError> {
 }
 
 /// The JSON schema a `response_format` asks for, if any.
-fn response_format(format: Option<&Value>) -> Result<Option<String>, OpenAiError> {
-    let Some(format) = format.filter(|f| !f.is_null()) else {
-        return Ok(None);
-    };
-    match format.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(ANY_OBJECT_SCHEMA.to_string())),
-        Some("json_schema") => {
-            let schema = format.get("json_schema").and_then(|j| j.get("schema"));
-            match schema {
-                Some(schema) if schema.is_object() => Ok(Some(schema.to_string())),
-                _ => Err(OpenAiError::invalid(
-                    "response_format.json_schema.schema",
-                    "response_format.json_schema.schema: a JSON schema object is required",
-                )),
-            }
-        }
-        _ => Err(OpenAiError::invalid(
-            "response_format.type",
-            "response_format.type: expected text, json_object or json_schema",
+fn response_format(format: Option<ResponseFormat>) -> Result<Option<String>, OpenAiError> {
+    match format {
+        None | Some(ResponseFormat::Text) => Ok(None),
+        Some(ResponseFormat::JsonObject) => Ok(Some(ANY_OBJECT_SCHEMA.to_string())),
+        Some(ResponseFormat::JsonSchema {
+            schema: Some(schema),
+        }) if schema.is_object() => Ok(Some(schema.to_string())),
+        Some(ResponseFormat::JsonSchema { .. }) => Err(OpenAiError::invalid(
+            "response_format.json_schema.schema",
+            "response_format.json_schema.schema: a JSON schema object is required",
         )),
     }
 }

@@ -23,7 +23,7 @@ impl Dialect for Responses {
 
     /// The shared parse, with errors that name a missing field wherever it is missing.
     fn parse(body: &[u8]) -> Result<CreateResponse, OpenAiError> {
-        let value: serde_json::Value = parse_json(body, Self::invalid)?;
+        let value: serde_json::Value = parse_json(body, Self::PATHS, Self::invalid)?;
         translate::typed(value, "")
     }
 
