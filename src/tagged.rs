@@ -254,7 +254,10 @@ mod tests {
         );
         assert_eq!(
             error(r#"{"content": [{"type": 3}]}"#),
-            ("content.0.type".into(), "expected a string, got a number".into())
+            (
+                "content.0.type".into(),
+                "expected a string, got a number".into()
+            )
         );
         assert_eq!(
             error(r#"{"content": 5}"#),
@@ -263,10 +266,7 @@ mod tests {
                 "must be a string or a list of blocks, got a number".into()
             )
         );
-        assert_eq!(
-            error(r#"{}"#),
-            ("content".into(), "field required".into())
-        );
+        assert_eq!(error(r#"{}"#), ("content".into(), "field required".into()));
     }
 
     #[test]

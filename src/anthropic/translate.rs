@@ -911,6 +911,76 @@ mod tests {
         assert!(request(ok(json!({"tools": [], "tool_choice": {"type": "auto"}}))).is_ok());
     }
 
+    #[test]
+    fn typed_blocks_name_the_path_and_the_problem() {
+        let message = |content: Value| {
+            let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": content}]});
+            request(body.clone()).expect_err(&body.to_string()).message
+        };
+        assert_eq!(
+            message(json!([{"type": "foo"}])),
+            "messages.0.content.0.type: content block type `foo` is not supported by ccpool (it takes text, image, tool_use, tool_result, thinking, redacted_thinking)"
+        );
+        assert_eq!(
+            message(json!([{"text": "a"}])),
+            "messages.0.content.0.type: a content block needs a type"
+        );
+        assert_eq!(
+            message(json!([{"type": "text", "text": "a"}, {"type": "text", "text": 5}])),
+            "messages.0.content.1.text: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            message(json!([{"type": "image", "source": {"type": "base64", "data": "AAAA"}}])),
+            "messages.0.content.0.source.media_type: field required"
+        );
+        assert_eq!(
+            message(
+                json!([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document"}]}])
+            ),
+            "messages.0.content.0.content.0.type: \"document\" blocks in a tool_result are not supported by ccpool (text and image are)"
+        );
+        assert_eq!(
+            message(
+                json!([{"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}])
+            ),
+            "messages.0.content.0.type: \"server_tool_use\" blocks come from server tools, which ccpool cannot offer"
+        );
+        assert_eq!(
+            message(json!({"type": "text", "text": "a"})),
+            "messages.0.content: must be a string or a list of content blocks, got an object"
+        );
+        let body = |extra: Value| {
+            let mut body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            request(body).expect_err("refused").message
+        };
+        assert_eq!(
+            body(json!({"messages": [{"role": "tool", "content": "x"}]})),
+            "messages.0.role: unknown variant `tool`, expected one of `user`, `assistant`, `system`"
+        );
+        assert_eq!(
+            body(json!({"system": [{"type": "image", "source": {}}]})),
+            "system.0.type: unknown variant `image`, expected `text`"
+        );
+        assert_eq!(
+            body(json!({"thinking": {"type": "sometimes"}})),
+            "thinking.type: unknown thinking type `sometimes`; expected enabled, adaptive or disabled"
+        );
+        assert_eq!(
+            body(json!({"tool_choice": {"type": "tool"}})),
+            "tool_choice.name: field required"
+        );
+        assert_eq!(
+            body(json!({"tools": [{"name": "t"}]})),
+            "tools.0.input_schema: field required"
+        );
+        let missing =
+            request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(missing.unwrap_err().message, "max_tokens: field required");
+    }
+
     fn weather_tool() -> Value {
         json!({"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}})
     }
@@ -1155,6 +1225,54 @@ mod tests {
         assert_eq!(name, "message_delta");
         assert_eq!(data["delta"]["stop_reason"], "max_tokens");
         assert_eq!(data["usage"]["output_tokens"], 3);
+    }
+
+    #[test]
+    fn every_event_serializes_with_its_name_as_type() {
+        let events = [
+            StreamEvent::ContentBlockStart {
+                index: 0,
+                content_block: block_start(&BlockKind::ToolUse {
+                    id: "toolu_1".into(),
+                    name: "f".into(),
+                }),
+            },
+            StreamEvent::ContentBlockDelta {
+                index: 0,
+                delta: Delta::InputJsonDelta {
+                    partial_json: "{".into(),
+                },
+            },
+            StreamEvent::ContentBlockStop { index: 0 },
+            StreamEvent::MessageStop,
+            StreamEvent::Ping,
+        ];
+        let json: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let v = serde_json::to_value(e).unwrap();
+                assert_eq!(v["type"], e.name());
+                v
+            })
+            .collect();
+        assert_eq!(
+            json,
+            vec![
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "message_stop"}),
+                json!({"type": "ping"}),
+            ]
+        );
+        let other =
+            serde_json::to_value(block_start(&BlockKind::Other("server_tool_use".into()))).unwrap();
+        assert_eq!(other, json!({"type": "server_tool_use"}));
+        let error = AnthropicError::invalid("messages: bad");
+        assert_eq!(
+            serde_json::to_value(error.body()).unwrap(),
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "messages: bad"}})
+        );
     }
 
     #[test]

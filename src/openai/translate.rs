@@ -38,9 +38,11 @@ pub struct Translated {
 
 /// Parses a request body, with errors that name the offending parameter.
 pub fn parse(body: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
-    crate::dialect::parse_json(body, crate::dialect::PathStyle::Bracketed, |field, message| {
-        OpenAiError::invalid(field, message)
-    })
+    crate::dialect::parse_json(
+        body,
+        crate::dialect::PathStyle::Bracketed,
+        |field, message| OpenAiError::invalid(field, message),
+    )
 }
 
 /// A Chat Completions request as a chat request.
@@ -1155,6 +1157,107 @@ mod unit {
         );
         let e = parse(b"nope").unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
+    }
+
+    #[test]
+    fn typed_messages_name_the_path_and_the_problem() {
+        let message = |body: Value| {
+            let e = translate(body.clone()).expect_err(&body.to_string());
+            (e.param.unwrap_or_default(), e.message)
+        };
+        let user =
+            |content: Value| with(json!({"messages": [{"role": "user", "content": content}]}));
+        assert_eq!(
+            message(with(json!({"messages": [{"role": "narrator", "content": "x"}]}))),
+            (
+                "messages[0].role".into(),
+                "messages[0].role: unknown role \"narrator\"; expected system, developer, user, assistant or tool".into()
+            )
+        );
+        assert_eq!(
+            message(with(json!({"messages": [{"content": "x"}]}))),
+            (
+                "messages[0].role".into(),
+                "messages[0].role: field required".into()
+            )
+        );
+        assert_eq!(
+            message(user(
+                json!([{"type": "text", "text": "a"}, {"type": "text", "text": 5}])
+            )),
+            (
+                "messages[0].content[1].text".into(),
+                "messages[0].content[1].text: invalid type: integer `5`, expected a string".into()
+            )
+        );
+        assert_eq!(
+            message(user(
+                json!([{"type": "image_url", "image_url": {"detail": "low"}}])
+            )),
+            (
+                "messages[0].content[0].image_url.url".into(),
+                "messages[0].content[0].image_url.url: field required".into()
+            )
+        );
+        let unknown = translate(user(json!([{"type": "hologram"}]))).unwrap_err();
+        assert_eq!(
+            (
+                unknown.param.as_deref(),
+                unknown.code,
+                unknown.message.as_str()
+            ),
+            (
+                Some("messages[0].content[0].type"),
+                Some("unsupported_parameter"),
+                "messages[0].content[0].type: \"hologram\" parts are not supported by ccpool"
+            )
+        );
+        assert_eq!(
+            message(with(
+                json!({"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": "data:x"}]}, {"role": "user", "content": "x"}]})
+            )),
+            (
+                "messages[0].content[0].type".into(),
+                "messages[0].content[0].type: only text parts are allowed here, not \"image_url\""
+                    .into()
+            )
+        );
+        assert_eq!(
+            message(with(
+                json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {}}]}, {"role": "user", "content": "x"}]})
+            )),
+            (
+                "messages[0].tool_calls[0].function.name".into(),
+                "messages[0].tool_calls[0].function.name: field required".into()
+            )
+        );
+        assert_eq!(
+            message(with(json!({"stop": ["a", 1]}))),
+            (
+                "stop[1]".into(),
+                "stop[1]: invalid type: integer `1`, expected a string".into()
+            )
+        );
+        assert_eq!(
+            message(with(json!({"stop": 5}))),
+            (
+                "stop".into(),
+                "stop: must be a string or a list of strings, got a number".into()
+            )
+        );
+        // A bare URL string as `image_url` is taken, as before.
+        let chat = translate(user(
+            json!([{"type": "image_url", "image_url": "data:image/png;base64,AAAA"}]),
+        ))
+        .unwrap()
+        .chat;
+        assert_eq!(
+            chat.turn.content,
+            vec![ContentBlock::Image {
+                media_type: "image/png".into(),
+                data: "AAAA".into()
+            }]
+        );
     }
 
     #[test]

@@ -290,7 +290,9 @@ impl<'de> Deserialize<'de> for ToolParam {
 pub enum ToolChoiceParam {
     /// A string, checked by the translation.
     Mode(String),
-    Function { name: String },
+    Function {
+        name: String,
+    },
 }
 
 impl<'de> Deserialize<'de> for ToolChoiceParam {
@@ -325,7 +327,9 @@ pub enum ResponseFormat {
     /// Any JSON object.
     JsonObject,
     /// The schema of `json_schema.schema` (checked to be an object by the translation).
-    JsonSchema { schema: Option<Value> },
+    JsonSchema {
+        schema: Option<Value>,
+    },
 }
 
 impl<'de> Deserialize<'de> for ResponseFormat {
@@ -343,9 +347,11 @@ impl<'de> Deserialize<'de> for ResponseFormat {
             (Some(kind), value) => match kind.as_str() {
                 "text" => Ok(ResponseFormat::Text),
                 "json_object" => Ok(ResponseFormat::JsonObject),
-                "json_schema" => nested::<JsonSchema, _>(value).map(|f| ResponseFormat::JsonSchema {
-                    schema: f.json_schema.schema,
-                }),
+                "json_schema" => {
+                    nested::<JsonSchema, _>(value).map(|f| ResponseFormat::JsonSchema {
+                        schema: f.json_schema.schema,
+                    })
+                }
                 other => Err(field_error(
                     "type",
                     format!("expected text, json_object or json_schema, got \"{other}\""),
