@@ -170,8 +170,10 @@ impl Listed for String {
     const PLURAL: &'static str = "strings";
 }
 
-/// A string or a list of `T`, as message content, a system prompt or a stop list can be.
-#[derive(Clone, Debug, PartialEq)]
+/// A string or a list of `T`, as message content, a system prompt or a stop list can be
+/// (and as a function's output is listed back: the string, or the list).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
 pub enum TextOr<T> {
     Text(String),
     List(Vec<T>),

@@ -7,7 +7,7 @@ use super::store::ResponseStore;
 use super::translate::{self, new_id};
 use super::wire::{CreateResponse, InputItem, Response};
 use crate::chat::{ChatEnd, ChatItem};
-use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated, parse_json};
+use crate::dialect::{Context, Dialect, Reply, SseEvent, Translated};
 use crate::domain::OwnerKey;
 use crate::openai::OpenAiError;
 
@@ -20,12 +20,6 @@ impl Dialect for Responses {
     type Error = OpenAiError;
 
     const ROUTE: &'static str = "/v1/responses";
-
-    /// The shared parse, with errors that name a missing field wherever it is missing.
-    fn parse(body: &[u8]) -> Result<CreateResponse, OpenAiError> {
-        let value: serde_json::Value = parse_json(body, Self::PATHS, Self::invalid)?;
-        translate::typed(value, "")
-    }
 
     fn to_chat(
         request: CreateResponse,

@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use crate::chat::{ChatEnd, ChatItem};
 use crate::domain::{BlockDelta, BlockKind, StopReason, TurnEvent};
 use crate::openai::OpenAiError;
@@ -15,7 +13,7 @@ use super::translate::{Echo, new_id};
 use super::wire::{
     FunctionCallItem, IncompleteDetails, InputItem, InputTokensDetails, MessageItem, OutputItem,
     OutputText, OutputTokensDetails, Response, ResponseError, Status, StreamEvent, TextEcho,
-    TextFormat, Usage,
+    TextFormat, ToolChoiceParam, Usage,
 };
 
 /// Where a chat block's content goes in the output.
@@ -68,7 +66,7 @@ impl ResponseWriter {
             tool_choice: echo
                 .tool_choice
                 .clone()
-                .unwrap_or_else(|| Value::String("auto".into())),
+                .unwrap_or_else(|| ToolChoiceParam::Mode("auto".into())),
             tools: echo.tools.clone(),
             top_p: echo.top_p.unwrap_or(1.0),
             truncation: "disabled",
@@ -470,6 +468,7 @@ mod unit {
     use super::*;
     use crate::chat::ChatFailure;
     use crate::domain::{StopReason, Usage as DomainUsage};
+    use serde_json::Value;
     use serde_json::{Map, json};
 
     fn echo() -> Echo {

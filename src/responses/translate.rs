@@ -4,7 +4,6 @@
 //! (function calls and their outputs as tool-use and tool-result blocks); `text.format`,
 //! `max_output_tokens` and `reasoning.effort` make the launch profile.
 
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::chat::ChatRequest;
@@ -17,9 +16,10 @@ use crate::openai::OpenAiError;
 use super::render::output_items;
 
 use super::wire::{
-    ContentPart, CreateResponse, FunctionOutput, FunctionTool, Input, InputItem, MessageItem,
-    ReasoningConfig, TextFormat,
+    ContentPart, CreateResponse, FunctionOutput, FunctionTool, InputItem, InputItemParam,
+    MessageItem, ReasoningConfig, TextFormat, ToolChoiceParam, ToolParam,
 };
+use crate::tagged::TextOr;
 
 /// The output-token limit the CLI asks for when nothing else is set.
 const CLI_DEFAULT_MAX_TOKENS: u32 = 32000;
@@ -57,31 +57,10 @@ pub struct Echo {
     pub top_p: Option<f64>,
     pub text_format: Option<TextFormat>,
     pub verbosity: Option<String>,
-    pub tool_choice: Option<Value>,
+    pub tool_choice: Option<ToolChoiceParam>,
     pub tools: Vec<FunctionTool>,
     pub metadata: Map<String, Value>,
     pub user: Option<String>,
-}
-
-/// A JSON value as `T`; an error names the path under `at` (a missing field included).
-pub fn typed<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, OpenAiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let missing = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next());
-        let path = [at, inner.as_str(), missing.unwrap_or(".")]
-            .into_iter()
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect::<Vec<_>>()
-            .join(".");
-        if path.is_empty() {
-            OpenAiError::invalid(path, message)
-        } else {
-            OpenAiError::invalid(path.clone(), format!("{path}: {message}"))
-        }
-    })
 }
 
 /// A Responses request as a chat request for the context's owner, continuing the stored
@@ -114,13 +93,13 @@ pub fn to_chat(request: CreateResponse, context: &Context) -> Result<Translated,
         ));
     }
     let input = match request.input {
-        Some(Input::Text(text)) if !text.is_empty() => vec![InputItem::Message(MessageItem {
+        Some(TextOr::Text(text)) if !text.is_empty() => vec![InputItem::Message(MessageItem {
             id: None,
             role: "user".into(),
             content: vec![ContentPart::InputText { text }],
             status: None,
         })],
-        Some(Input::Items(items)) if !items.is_empty() => items
+        Some(TextOr::List(items)) if !items.is_empty() => items
             .into_iter()
             .enumerate()
             .map(|(i, item)| input_item(item, i))
@@ -266,57 +245,18 @@ fn refuse_unsupported(request: &CreateResponse) -> Result<(), OpenAiError> {
     Ok(())
 }
 
-/// One raw input item, checked: a message without `type` is a message, and a string
-/// `content` is one text part (`output_text` for the assistant, `input_text` otherwise).
-fn input_item(mut item: Value, i: usize) -> Result<InputItem, OpenAiError> {
+/// One input item, or the refusal of a kind ccpool does not serve.
+fn input_item(item: InputItemParam, i: usize) -> Result<InputItem, OpenAiError> {
     let at = format!("input[{i}]");
-    let Some(fields) = item.as_object_mut() else {
-        return Err(OpenAiError::invalid(
-            at.clone(),
-            format!("{at}: must be an object"),
-        ));
-    };
-    if !fields.contains_key("type") && fields.contains_key("role") {
-        fields.insert("type".into(), "message".into());
-    }
-    let kind = fields
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let kind = kind.as_str();
-    if kind == "message" {
-        if let Some(Value::String(text)) = fields.get("content") {
-            let part = if fields.get("role").and_then(Value::as_str) == Some("assistant") {
-                "output_text"
-            } else {
-                "input_text"
-            };
-            let parts = if text.is_empty() {
-                serde_json::json!([])
-            } else {
-                serde_json::json!([{"type": part, "text": text}])
-            };
-            fields.insert("content".into(), parts);
-        }
-    }
-    // Each kind is read as its own struct, so that an error names the field at fault.
-    match kind {
-        "message" => Ok(InputItem::Message(typed(item, &at)?)),
-        "function_call" => Ok(InputItem::FunctionCall(typed(item, &at)?)),
-        "function_call_output" => Ok(InputItem::FunctionCallOutput(typed(item, &at)?)),
-        "reasoning" => Ok(InputItem::Reasoning(typed(item, &at)?)),
-        "item_reference" => Err(OpenAiError::unsupported(
+    match item {
+        InputItemParam::Item(item) => Ok(item),
+        InputItemParam::Reference => Err(OpenAiError::unsupported(
             &format!("{at}.type"),
             format!(
                 "{at}: item references are not supported by ccpool; send the item itself, or continue with previous_response_id"
             ),
         )),
-        "" => Err(OpenAiError::invalid(
-            format!("{at}.type"),
-            format!("{at}.type: required"),
-        )),
-        other => Err(OpenAiError::unsupported(
+        InputItemParam::Other(other) => Err(OpenAiError::unsupported(
             &format!("{at}.type"),
             format!(
                 "{at}.type: \"{other}\" items are not supported by ccpool; it serves message, function_call, function_call_output and reasoning items"
@@ -417,7 +357,7 @@ fn conversation(
             InputItem::FunctionCallOutput(out) => {
                 let content = match &out.output {
                     FunctionOutput::Text(text) => vec![ContentBlock::Text(text.clone())],
-                    FunctionOutput::Parts(parts) => {
+                    FunctionOutput::List(parts) => {
                         user_blocks(parts, &format!("{at}.output"), remote_images)?
                     }
                 };
@@ -566,14 +506,14 @@ fn image(url: &str, param: &str, remote_images: bool) -> Result<ContentBlock, Op
 
 /// The client's function tools, as domain tools and as the response echoes them. Any other
 /// tool type is a built-in tool of OpenAI's that ccpool cannot run.
-fn tools(raw: Vec<Value>) -> Result<(Vec<ToolSpec>, Vec<FunctionTool>), OpenAiError> {
+fn tools(raw: Vec<ToolParam>) -> Result<(Vec<ToolSpec>, Vec<FunctionTool>), OpenAiError> {
     let mut specs = Vec::new();
     let mut echo = Vec::new();
     for (i, tool) in raw.into_iter().enumerate() {
         let at = format!("tools[{i}]");
-        match tool.get("type").and_then(Value::as_str) {
-            Some("function") => {}
-            Some(kind) => {
+        let tool = match tool {
+            ToolParam::Function(tool) => tool,
+            ToolParam::Other(kind) => {
                 return Err(OpenAiError::unsupported(
                     &format!("{at}.type"),
                     format!(
@@ -581,14 +521,7 @@ fn tools(raw: Vec<Value>) -> Result<(Vec<ToolSpec>, Vec<FunctionTool>), OpenAiEr
                     ),
                 ));
             }
-            None => {
-                return Err(OpenAiError::invalid(
-                    format!("{at}.type"),
-                    format!("{at}.type: required"),
-                ));
-            }
-        }
-        let tool: FunctionTool = typed(tool, &at)?;
+        };
         if tool.name.is_empty() {
             return Err(OpenAiError::invalid(
                 format!("{at}.name"),
@@ -622,13 +555,17 @@ fn tools(raw: Vec<Value>) -> Result<(Vec<ToolSpec>, Vec<FunctionTool>), OpenAiEr
 }
 
 /// `tool_choice`: `none`, `auto`, `required`, or one named function.
-fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice, OpenAiError> {
+fn tool_choice(
+    choice: Option<&ToolChoiceParam>,
+    tools: &[ToolSpec],
+) -> Result<ToolChoice, OpenAiError> {
     let choice = match choice {
-        None | Some(Value::Null) | Some(Value::String(_)) => match choice.and_then(Value::as_str) {
-            None | Some("auto") => ToolChoice::Auto,
-            Some("none") => ToolChoice::None,
-            Some("required") => ToolChoice::Any,
-            Some(other) => {
+        None => ToolChoice::Auto,
+        Some(ToolChoiceParam::Mode(mode)) => match mode.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Any,
+            other => {
                 return Err(OpenAiError::invalid(
                     "tool_choice",
                     format!(
@@ -637,35 +574,13 @@ fn tool_choice(choice: Option<&Value>, tools: &[ToolSpec]) -> Result<ToolChoice,
                 ));
             }
         },
-        Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
-            Some("function") => match o.get("name").and_then(Value::as_str) {
-                Some(name) => ToolChoice::Tool(name.to_string()),
-                None => {
-                    return Err(OpenAiError::invalid(
-                        "tool_choice.name",
-                        "tool_choice.name: required",
-                    ));
-                }
-            },
-            Some(kind) => {
-                return Err(OpenAiError::unsupported(
-                    "tool_choice.type",
-                    format!(
-                        "tool_choice.type: \"{kind}\" is not supported by ccpool; choose none, auto, required or a function"
-                    ),
-                ));
-            }
-            None => {
-                return Err(OpenAiError::invalid(
-                    "tool_choice.type",
-                    "tool_choice.type: required",
-                ));
-            }
-        },
-        Some(_) => {
-            return Err(OpenAiError::invalid(
-                "tool_choice",
-                "tool_choice: must be a string or an object",
+        Some(ToolChoiceParam::Function { name, .. }) => ToolChoice::Tool(name.clone()),
+        Some(ToolChoiceParam::Other(kind)) => {
+            return Err(OpenAiError::unsupported(
+                "tool_choice.type",
+                format!(
+                    "tool_choice.type: \"{kind}\" is not supported by ccpool; choose none, auto, required or a function"
+                ),
             ));
         }
     };
@@ -753,6 +668,82 @@ mod unit {
             e.message.contains(mentions),
             "{body}: {} lacks {mentions}",
             e.message
+        );
+    }
+
+    #[test]
+    fn typed_items_name_the_path_and_the_problem() {
+        let message = |body: Value| {
+            let e = translate(body.clone()).expect_err(&body.to_string());
+            (e.param.unwrap_or_default(), e.message)
+        };
+        let input = |items: Value| with(json!({"input": items}));
+        assert_eq!(
+            message(input(
+                json!([{"role": "user", "content": [{"type": "input_text", "text": 5}]}])
+            )),
+            (
+                "input[0].content[0].text".into(),
+                "input[0].content[0].text: invalid type: integer `5`, expected a string".into()
+            )
+        );
+        assert_eq!(
+            message(input(json!([{"role": "user", "content": [{"type": "input_audio"}]}]))),
+            (
+                "input[0].content[0].type".into(),
+                "input[0].content[0].type: content part type `input_audio` is not supported by ccpool (it takes input_text, input_image, output_text and refusal)".into()
+            )
+        );
+        assert_eq!(
+            message(input(
+                json!([{"type": "function_call_output", "call_id": "c", "output": 5}])
+            )),
+            (
+                "input[0].output".into(),
+                "input[0].output: must be a string or a list of content parts, got a number".into()
+            )
+        );
+        assert_eq!(
+            message(input(json!([{"content": "x"}]))),
+            (
+                "input[0].type".into(),
+                "input[0].type: field required".into()
+            )
+        );
+        assert_eq!(
+            message(input(json!(7))),
+            (
+                "input".into(),
+                "input: must be a string or a list of items, got a number".into()
+            )
+        );
+        assert_eq!(
+            message(with(
+                json!({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}, "strict": "yes"}}})
+            )),
+            (
+                "text.format.strict".into(),
+                "text.format.strict: invalid type: string \"yes\", expected a boolean".into()
+            )
+        );
+        let unsupported = translate(input(
+            json!([{"type": "computer_call_output", "call_id": "c"}]),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (unsupported.param.as_deref(), unsupported.code),
+            (Some("input[0].type"), Some("unsupported_parameter"))
+        );
+        assert!(
+            unsupported.message.contains("\"computer_call_output\""),
+            "{}",
+            unsupported.message
+        );
+        // The tool choice is echoed as typed.
+        let t = translate(with(json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "f", "extra": 1}}))).unwrap();
+        assert_eq!(
+            serde_json::to_value(t.echo.tool_choice).unwrap(),
+            json!({"type": "function", "name": "f"})
         );
     }
 

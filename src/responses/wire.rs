@@ -3,8 +3,10 @@
 //! events, the input-item list, the deletion). Parameters ccpool cannot honour are still parsed
 //! so that they are accepted without effect, or refused by name.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+
+use crate::tagged::{Listed, TextOr, describe, field_error, nested, tagged};
 
 /// `POST /v1/responses`.
 #[derive(Debug, Deserialize)]
@@ -24,12 +26,12 @@ pub struct CreateResponse {
     pub temperature: Option<f64>,
     #[serde(default)]
     pub top_p: Option<f64>,
-    /// Each tool is checked by the translation: only `function` tools are served.
+    /// Only `function` tools are served; the translation refuses the others by name.
     #[serde(default)]
-    pub tools: Option<Vec<Value>>,
+    pub tools: Option<Vec<ToolParam>>,
     /// `none`, `auto`, `required`, or `{"type":"function","name":…}`.
     #[serde(default)]
-    pub tool_choice: Option<Value>,
+    pub tool_choice: Option<ToolChoiceParam>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
     #[serde(default)]
@@ -77,12 +79,129 @@ pub struct CreateResponse {
     pub service_tier: Option<String>,
 }
 
-/// `input`: a string, or a list of items checked one by one.
-#[derive(Debug, Deserialize)]
+/// `input`: a string (one user message), or a list of items.
+pub type Input = TextOr<InputItemParam>;
+
+/// An item of `input` as a client sends it: a message without `type` is a message, and a
+/// string `content` is one text part (`output_text` for the assistant, `input_text`
+/// otherwise).
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputItemParam {
+    Item(InputItem),
+    /// A reference to a stored item: refused by the translation.
+    Reference,
+    /// An item type ccpool does not serve (`computer_call_output`, …): its type, refused by
+    /// the translation.
+    Other(String),
+}
+
+impl Listed for InputItemParam {
+    const PLURAL: &'static str = "items";
+}
+
+impl<'de> Deserialize<'de> for InputItemParam {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, mut value) = tagged(deserializer, "type")?;
+        let kind = match kind {
+            Some(kind) => kind,
+            None if value.get("role").is_some() => "message".to_string(),
+            None => return Err(field_error("type", "field required")),
+        };
+        Ok(InputItemParam::Item(match kind.as_str() {
+            "message" => {
+                if let Some(Value::String(text)) = value.get("content") {
+                    let part = if value.get("role").and_then(Value::as_str) == Some("assistant") {
+                        "output_text"
+                    } else {
+                        "input_text"
+                    };
+                    let parts = if text.is_empty() {
+                        Vec::new()
+                    } else {
+                        let mut part_object = Map::new();
+                        part_object.insert("type".into(), part.into());
+                        part_object.insert("text".into(), Value::String(text.clone()));
+                        vec![Value::Object(part_object)]
+                    };
+                    value["content"] = Value::Array(parts);
+                }
+                InputItem::Message(nested(value)?)
+            }
+            "function_call" => InputItem::FunctionCall(nested(value)?),
+            "function_call_output" => InputItem::FunctionCallOutput(nested(value)?),
+            "reasoning" => InputItem::Reasoning(nested(value)?),
+            "item_reference" => return Ok(InputItemParam::Reference),
+            _ => return Ok(InputItemParam::Other(kind)),
+        }))
+    }
+}
+
+/// A tool the client declares: a function, or another type (a built-in tool of OpenAI's),
+/// kept by name to be refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolParam {
+    Function(FunctionTool),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for ToolParam {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match tagged(deserializer, "type")? {
+            (Some(kind), value) if kind == "function" => nested(value).map(ToolParam::Function),
+            (Some(kind), _) => Ok(ToolParam::Other(kind)),
+            (None, _) => Err(field_error("type", "field required")),
+        }
+    }
+}
+
+/// `tool_choice`, as given and as the response echoes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum Input {
-    Text(String),
-    Items(Vec<Value>),
+pub enum ToolChoiceParam {
+    /// `none`, `auto` or `required`; checked by the translation.
+    Mode(String),
+    /// One function, by name.
+    Function {
+        #[serde(rename = "type")]
+        kind: FunctionType,
+        name: String,
+    },
+    /// Another type of choice (a built-in tool, …): refused by the translation.
+    #[serde(skip_serializing)]
+    Other(String),
+}
+
+/// The `type` of a function choice: `function`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionType {
+    Function,
+}
+
+impl<'de> Deserialize<'de> for ToolChoiceParam {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        match Value::deserialize(deserializer)? {
+            Value::String(mode) => Ok(ToolChoiceParam::Mode(mode)),
+            object @ Value::Object(_) => match object.get("type") {
+                Some(Value::String(kind)) if kind == "function" => {
+                    nested::<Named, _>(object).map(|n| ToolChoiceParam::Function {
+                        kind: FunctionType::Function,
+                        name: n.name,
+                    })
+                }
+                Some(Value::String(kind)) => Ok(ToolChoiceParam::Other(kind.clone())),
+                _ => Err(field_error("type", "field required")),
+            },
+            other => Err(serde::de::Error::custom(format!(
+                "must be a string or an object, got {}",
+                describe(&other)
+            ))),
+        }
+    }
 }
 
 /// One item of a conversation, as a client sends it and as ccpool lists it back
@@ -113,7 +232,7 @@ pub struct MessageItem {
 }
 
 /// A part of a message's content.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     InputText {
@@ -148,6 +267,84 @@ fn auto() -> String {
     "auto".into()
 }
 
+impl Listed for ContentPart {
+    const PLURAL: &'static str = "content parts";
+}
+
+impl<'de> Deserialize<'de> for ContentPart {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Text {
+            text: String,
+        }
+        #[derive(Deserialize)]
+        struct Image {
+            #[serde(default)]
+            image_url: Option<String>,
+            #[serde(default)]
+            file_id: Option<String>,
+            #[serde(default = "auto")]
+            detail: String,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            filename: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Output {
+            text: String,
+            #[serde(default)]
+            annotations: Vec<Value>,
+            #[serde(default)]
+            logprobs: Vec<Value>,
+        }
+        #[derive(Deserialize)]
+        struct Refusal {
+            refusal: String,
+        }
+        let (kind, value) = tagged(deserializer, "type")?;
+        let Some(kind) = kind else {
+            return Err(field_error("type", "field required"));
+        };
+        Ok(match kind.as_str() {
+            "input_text" => ContentPart::InputText {
+                text: nested::<Text, _>(value)?.text,
+            },
+            "input_image" => {
+                let image: Image = nested(value)?;
+                ContentPart::InputImage {
+                    image_url: image.image_url,
+                    file_id: image.file_id,
+                    detail: image.detail,
+                }
+            }
+            "input_file" => ContentPart::InputFile {
+                filename: nested::<File, _>(value)?.filename,
+            },
+            "output_text" => {
+                let output: Output = nested(value)?;
+                ContentPart::OutputText {
+                    text: output.text,
+                    annotations: output.annotations,
+                    logprobs: output.logprobs,
+                }
+            }
+            "refusal" => ContentPart::Refusal {
+                refusal: nested::<Refusal, _>(value)?.refusal,
+            },
+            other => {
+                return Err(field_error(
+                    "type",
+                    format!(
+                        "content part type `{other}` is not supported by ccpool (it takes input_text, input_image, output_text and refusal)"
+                    ),
+                ));
+            }
+        })
+    }
+}
+
 /// The model's call of a client function.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct FunctionCallItem {
@@ -172,12 +369,7 @@ pub struct FunctionCallOutputItem {
 }
 
 /// A function's result: text, or text and image parts.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum FunctionOutput {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
+pub type FunctionOutput = TextOr<ContentPart>;
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct ReasoningItem {
@@ -214,7 +406,7 @@ pub struct TextConfig {
     pub verbosity: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TextFormat {
     Text,
@@ -227,6 +419,40 @@ pub enum TextFormat {
         #[serde(default)]
         strict: Option<bool>,
     },
+}
+
+impl<'de> Deserialize<'de> for TextFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct JsonSchema {
+            name: String,
+            schema: Value,
+            #[serde(default)]
+            description: Option<String>,
+            #[serde(default)]
+            strict: Option<bool>,
+        }
+        match tagged(deserializer, "type")? {
+            (Some(kind), value) => match kind.as_str() {
+                "text" => Ok(TextFormat::Text),
+                "json_object" => Ok(TextFormat::JsonObject),
+                "json_schema" => {
+                    let format: JsonSchema = nested(value)?;
+                    Ok(TextFormat::JsonSchema {
+                        name: format.name,
+                        schema: format.schema,
+                        description: format.description,
+                        strict: format.strict,
+                    })
+                }
+                other => Err(field_error(
+                    "type",
+                    format!("expected text, json_object or json_schema, got \"{other}\""),
+                )),
+            },
+            (None, _) => Err(field_error("type", "field required")),
+        }
+    }
 }
 
 /// `reasoning`: the effort maps to the CLI's effort level; summaries are not produced.
@@ -264,7 +490,7 @@ pub struct Response {
     pub store: bool,
     pub temperature: f64,
     pub text: TextEcho,
-    pub tool_choice: Value,
+    pub tool_choice: ToolChoiceParam,
     pub tools: Vec<FunctionTool>,
     pub top_p: f64,
     pub truncation: &'static str,
