@@ -525,3 +525,22 @@ pub struct MessageDelta {
     pub stop_reason: Option<String>,
     pub stop_sequence: Option<String>,
 }
+
+/// A model as `GET /v1/models` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "model")]
+pub struct ModelInfo {
+    pub id: String,
+    pub display_name: String,
+    /// RFC 3339.
+    pub created_at: &'static str,
+}
+
+/// `GET /v1/models`: one page holding every model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelList {
+    pub data: Vec<ModelInfo>,
+    pub has_more: bool,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+}

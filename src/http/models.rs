@@ -8,12 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Value, json};
 
 use super::extract::CallerDialect;
 use super::state::AppState;
-use crate::anthropic::AnthropicError;
-use crate::openai::OpenAiError;
+use crate::anthropic::{AnthropicError, wire as anthropic};
+use crate::openai::{OpenAiError, wire as openai};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -60,26 +59,40 @@ async fn known(state: &AppState) -> Vec<Listed> {
     listed
 }
 
-fn openai_model(m: &Listed) -> Value {
-    json!({"id": m.id, "object": "model", "created": 0, "owned_by": "anthropic"})
+fn openai_model(m: &Listed) -> openai::Model {
+    openai::Model {
+        id: m.id.clone(),
+        object: "model",
+        created: 0,
+        owned_by: "anthropic",
+    }
 }
 
-fn anthropic_model(m: &Listed) -> Value {
-    json!({"type": "model", "id": m.id, "display_name": m.display_name, "created_at": "1970-01-01T00:00:00Z"})
+fn anthropic_model(m: &Listed) -> anthropic::ModelInfo {
+    anthropic::ModelInfo {
+        id: m.id.clone(),
+        display_name: m.display_name.clone(),
+        created_at: "1970-01-01T00:00:00Z",
+    }
 }
 
-async fn list(State(state): State<AppState>, dialect: CallerDialect) -> Json<Value> {
+async fn list(State(state): State<AppState>, dialect: CallerDialect) -> Response {
     let models = known(&state).await;
-    Json(if dialect == CallerDialect::Anthropic {
-        json!({
-            "data": models.iter().map(anthropic_model).collect::<Vec<_>>(),
-            "has_more": false,
-            "first_id": models.first().map(|m| m.id.clone()),
-            "last_id": models.last().map(|m| m.id.clone()),
+    if dialect == CallerDialect::Anthropic {
+        Json(anthropic::ModelList {
+            data: models.iter().map(anthropic_model).collect(),
+            has_more: false,
+            first_id: models.first().map(|m| m.id.clone()),
+            last_id: models.last().map(|m| m.id.clone()),
         })
+        .into_response()
     } else {
-        json!({"object": "list", "data": models.iter().map(openai_model).collect::<Vec<_>>()})
-    })
+        Json(openai::ModelList {
+            object: "list",
+            data: models.iter().map(openai_model).collect(),
+        })
+        .into_response()
+    }
 }
 
 async fn one(

@@ -273,11 +273,20 @@ async fn models_are_listed_in_both_shapes() {
         vec!["claude-fake-1", "claude-other-2", "gpt-4o"],
         "from the CLI's initialize answer, plus aliases"
     );
-    assert_eq!(list["data"][0]["object"], "model");
+    assert_eq!(
+        list["data"][0],
+        serde_json::json!({"id": "claude-fake-1", "object": "model", "created": 0, "owned_by": "anthropic"})
+    );
     let (_, list) = get("/v1/models", true).await;
-    assert_eq!(list["data"][0]["type"], "model");
-    assert_eq!(list["data"][0]["display_name"], "Default");
+    assert_eq!(
+        list["data"][0],
+        serde_json::json!({"type": "model", "id": "claude-fake-1", "display_name": "Default", "created_at": "1970-01-01T00:00:00Z"})
+    );
     assert_eq!(list["has_more"], false);
+    assert_eq!(
+        (list["first_id"].as_str(), list["last_id"].as_str()),
+        (Some("claude-fake-1"), Some("gpt-4o"))
+    );
     let (status, one) = get("/v1/models/claude-other-2", false).await;
     assert_eq!(
         (status, one["id"].as_str()),

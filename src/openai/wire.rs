@@ -487,3 +487,19 @@ pub struct ChunkDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
+
+/// A model as `GET /v1/models` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Model {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+/// `GET /v1/models`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<Model>,
+}
