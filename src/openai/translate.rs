@@ -1331,6 +1331,21 @@ mod unit {
         assert_eq!(chunks[4]["choices"], json!([]));
         assert_eq!(chunks[4]["usage"]["completion_tokens"], 2);
         assert!(chunks[..4].iter().all(|c| c["usage"].is_null()));
+        // The whole shape the SDKs parse: nulls where they expect them.
+        assert_eq!(
+            chunks[0],
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 42,
+                "model": "gpt-4o", "system_fingerprint": null, "usage": null,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                    "logprobs": null, "finish_reason": null}]})
+        );
+        assert_eq!(
+            chunks[4],
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 42,
+                "model": "gpt-4o", "system_fingerprint": null, "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                    "prompt_tokens_details": {"cached_tokens": 0}}})
+        );
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Listed for InputItemParam {
 
 impl<'de> Deserialize<'de> for InputItemParam {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, mut value) = tagged(deserializer, "type")?;
+        let (kind, value) = tagged(deserializer, "type")?;
         let kind = match kind {
             Some(kind) => kind,
             None if value.get("role").is_some() => "message".to_string(),
@@ -109,23 +109,25 @@ impl<'de> Deserialize<'de> for InputItemParam {
         };
         Ok(InputItemParam::Item(match kind.as_str() {
             "message" => {
-                if let Some(Value::String(text)) = value.get("content") {
-                    let part = if value.get("role").and_then(Value::as_str) == Some("assistant") {
-                        "output_text"
-                    } else {
-                        "input_text"
-                    };
-                    let parts = if text.is_empty() {
-                        Vec::new()
-                    } else {
-                        let mut part_object = Map::new();
-                        part_object.insert("type".into(), part.into());
-                        part_object.insert("text".into(), Value::String(text.clone()));
-                        vec![Value::Object(part_object)]
-                    };
-                    value["content"] = Value::Array(parts);
-                }
-                InputItem::Message(nested(value)?)
+                let message: MessageParam = nested(value)?;
+                let content = match message.content {
+                    TextOr::List(parts) => parts,
+                    TextOr::Text(text) if text.is_empty() => Vec::new(),
+                    TextOr::Text(text) if message.role == "assistant" => {
+                        vec![ContentPart::OutputText {
+                            text,
+                            annotations: Vec::new(),
+                            logprobs: Vec::new(),
+                        }]
+                    }
+                    TextOr::Text(text) => vec![ContentPart::InputText { text }],
+                };
+                InputItem::Message(MessageItem {
+                    id: message.id,
+                    role: message.role,
+                    content,
+                    status: message.status,
+                })
             }
             "function_call" => InputItem::FunctionCall(nested(value)?),
             "function_call_output" => InputItem::FunctionCallOutput(nested(value)?),
@@ -134,6 +136,17 @@ impl<'de> Deserialize<'de> for InputItemParam {
             _ => return Ok(InputItemParam::Other(kind)),
         }))
     }
+}
+
+/// A message as a client may send it: `content` a string or parts.
+#[derive(Deserialize)]
+struct MessageParam {
+    #[serde(default)]
+    id: Option<String>,
+    role: String,
+    content: TextOr<ContentPart>,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 /// A tool the client declares: a function, or another type (a built-in tool of OpenAI's),
