@@ -148,6 +148,26 @@ pub fn tagged<'de, D: Deserializer<'de>>(
     }
 }
 
+/// A value whose tag must say `name`, read as `T`; another tag is handed back (`Err`), for a
+/// wire type that serves one kind and keeps or refuses the others by name.
+pub fn only<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    deserializer: D,
+    tag: &str,
+    name: &str,
+) -> Result<Result<T, String>, D::Error> {
+    match tagged(deserializer, tag)? {
+        (Some(kind), value) if kind == name => nested(value).map(Ok),
+        (Some(kind), _) => Ok(Err(kind)),
+        (None, _) => Err(field_error(tag, "field required")),
+    }
+}
+
+/// The `text` of a text block or part.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Text {
+    pub text: String,
+}
+
 /// What kind of JSON a value is, for error messages.
 pub fn describe(value: &Value) -> &'static str {
     match value {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::tagged::{Listed, TextOr, describe, field_error, nested, tagged};
+use crate::tagged::{Listed, Text, TextOr, describe, field_error, nested, only, tagged};
 
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Deserialize)]
@@ -162,19 +162,12 @@ impl Listed for TextPart {
 
 impl<'de> Deserialize<'de> for TextPart {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Text {
-            text: String,
-        }
-        match tagged(deserializer, "type")? {
-            (Some(kind), value) if kind == "text" => {
-                nested::<Text, _>(value).map(|t| TextPart { text: t.text })
-            }
-            (Some(kind), _) => Err(field_error(
+        match only::<_, Text>(deserializer, "type", "text")? {
+            Ok(Text { text }) => Ok(TextPart { text }),
+            Err(kind) => Err(field_error(
                 "type",
                 format!("only text parts are allowed here, not \"{kind}\""),
             )),
-            (None, _) => Err(field_error("type", "field required (\"text\")")),
         }
     }
 }
@@ -195,10 +188,6 @@ impl Listed for UserPart {
 
 impl<'de> Deserialize<'de> for UserPart {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Text {
-            text: String,
-        }
         #[derive(Deserialize)]
         struct Image {
             image_url: ImageUrl,
@@ -275,13 +264,12 @@ impl<'de> Deserialize<'de> for ToolParam {
         struct Function {
             function: FunctionDefinition,
         }
-        match tagged(deserializer, "type")? {
-            (Some(kind), value) if kind == "function" => {
-                nested::<Function, _>(value).map(|f| ToolParam::Function(f.function))
-            }
-            (Some(kind), _) => Ok(ToolParam::Other(kind)),
-            (None, _) => Err(field_error("type", "field required (\"function\")")),
-        }
+        Ok(
+            match only::<_, Function>(deserializer, "type", "function")? {
+                Ok(f) => ToolParam::Function(f.function),
+                Err(kind) => ToolParam::Other(kind),
+            },
+        )
     }
 }
 

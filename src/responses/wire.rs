@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::tagged::{Listed, TextOr, describe, field_error, nested, tagged};
+use crate::tagged::{Listed, Text, TextOr, describe, field_error, nested, only, tagged};
 
 /// `POST /v1/responses`.
 #[derive(Debug, Deserialize)]
@@ -159,11 +159,10 @@ pub enum ToolParam {
 
 impl<'de> Deserialize<'de> for ToolParam {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match tagged(deserializer, "type")? {
-            (Some(kind), value) if kind == "function" => nested(value).map(ToolParam::Function),
-            (Some(kind), _) => Ok(ToolParam::Other(kind)),
-            (None, _) => Err(field_error("type", "field required")),
-        }
+        Ok(match only(deserializer, "type", "function")? {
+            Ok(tool) => ToolParam::Function(tool),
+            Err(kind) => ToolParam::Other(kind),
+        })
     }
 }
 
@@ -286,10 +285,6 @@ impl Listed for ContentPart {
 
 impl<'de> Deserialize<'de> for ContentPart {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Text {
-            text: String,
-        }
         #[derive(Deserialize)]
         struct Image {
             #[serde(default)]
