@@ -981,6 +981,38 @@ mod tests {
         assert_eq!(missing.unwrap_err().message, "max_tokens: field required");
     }
 
+    #[test]
+    fn what_claude_code_sends_is_accepted() {
+        // The fields of the requests Claude Code 2.1.327 sends upstream, so also to ccpool when
+        // it is the client: enabled thinking with `display` (or adaptive), custom tools with
+        // `type`, `context_management`, `metadata`, `cache_control` on blocks.
+        for thinking in [
+            json!({"type": "enabled", "budget_tokens": 31999, "display": "updates"}),
+            json!({"type": "adaptive"}),
+        ] {
+            let chat = request(json!({"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": true,
+                "thinking": thinking, "context_management": {"edits": []}, "metadata": {"user_id": "u"},
+                "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+                "tools": [{"type": "custom", "name": "mcp__client__f", "description": "d", "input_schema": {"type": "object"}}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "go", "cache_control": {"type": "ephemeral"}}]},
+                    {"role": "assistant", "content": [
+                        {"type": "thinking", "thinking": "hm", "signature": "s"},
+                        {"type": "tool_use", "id": "toolu_1", "name": "mcp__client__f", "input": {}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "ok"}]}]}
+                ]}))
+            .unwrap();
+            assert!(chat.include_thinking);
+            assert_eq!(chat.turn.history[1].content.len(), 1, "thinking is dropped");
+        }
+        let hidden = request(
+            json!({"model": "m", "max_tokens": 10, "thinking": {"type": "disabled"},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap();
+        assert!(!hidden.include_thinking);
+    }
+
     fn weather_tool() -> Value {
         json!({"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}})
     }
