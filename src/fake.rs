@@ -278,7 +278,8 @@ fn result(subtype: &str, text: &str, terminal: &str) -> Value {
 /// it fetch the in-band server's tool list), `set_model`, `interrupt`,
 /// `rewind_conversation` (refused as `stale_target` for an id it was never sent), and
 /// user messages (`Echo: …`; `[[slow]]` streams slowly until interrupted; `[[hang]]` never
-/// answers, not even an interrupt).
+/// answers, not even an interrupt; `[[raw:HEX]]` first prints those bytes as they are, as an
+/// agent writing to its CLI's stdout would, and `[[after:HEX]]` prints them after the result).
 async fn fake_cli(
     state: Arc<Mutex<FakeState>>,
     container: String,
@@ -342,6 +343,15 @@ async fn fake_cli(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let raw = |marker: &str| {
+            text.split(marker)
+                .nth(1)
+                .and_then(|r| r.split("]]").next())
+                .map(hex_bytes)
+        };
+        if let Some(bytes) = raw("[[raw:") {
+            let _ = out.send(Ok(ExecOutput::Stdout(Bytes::from(bytes)))).await;
+        }
         if let Some(name) = text
             .split("[[fixture:")
             .nth(1)
@@ -443,7 +453,23 @@ async fn fake_cli(
             result("success", &format!("Echo: {text}"), "completed"),
         )
         .await;
+        if let Some(bytes) = raw("[[after:") {
+            let _ = out.send(Ok(ExecOutput::Stdout(Bytes::from(bytes)))).await;
+        }
     }
+}
+
+/// Bytes written as hexadecimal digits (what is not a pair of them is skipped).
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    hex.as_bytes()
+        .chunks(2)
+        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+/// `bytes` as the hexadecimal digits `[[raw:…]]` and `[[after:…]]` take.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// ccpool's router on a pool over the fake runtime, for router tests.

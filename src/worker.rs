@@ -3,9 +3,12 @@
 //! conversation between requests (`conversation`), and interrupts, kills or removes itself.
 
 mod conversation;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,9 @@ pub struct WorkerSettings {
     pub interrupt_grace: Duration,
     /// The longest stdout line accepted.
     pub max_line_bytes: usize,
+    /// The most stdout one turn may print: a CLI whose agent floods its stdout is stopped
+    /// before the flood costs more than this much parsing and memory.
+    pub max_turn_bytes: u64,
 }
 
 impl Default for WorkerSettings {
@@ -80,6 +86,7 @@ impl Default for WorkerSettings {
             silence_limit: Duration::from_secs(120),
             interrupt_grace: Duration::from_secs(5),
             max_line_bytes: 16 * 1024 * 1024,
+            max_turn_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -141,6 +148,20 @@ fn resume_error(message: String) -> TurnOutcome {
 
 type CliEvents = BoxStream<'static, Result<CliEvent, WorkerError>>;
 
+/// What the output stages of a CLI process keep aside: the tail of its stderr (for error
+/// messages), and how many stdout bytes it has printed (a turn's share is bounded).
+#[derive(Clone, Default)]
+pub(crate) struct OutputTaps {
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    stdout_bytes: Arc<AtomicU64>,
+}
+
+impl OutputTaps {
+    fn stdout_bytes(&self) -> u64 {
+        self.stdout_bytes.load(Ordering::Relaxed)
+    }
+}
+
 /// A running worker. Dropping it removes its container (through the graveyard, when set).
 pub struct Worker {
     id: String,
@@ -149,7 +170,8 @@ pub struct Worker {
     runtime: Arc<dyn ContainerRuntime>,
     stdin: Pin<Box<dyn AsyncWrite + Send>>,
     events: CliEvents,
-    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// The CLI's stderr tail and stdout byte count, shared with its output stages.
+    taps: OutputTaps,
     /// The model the CLI uses now (launch flag or last `set_model`); `None` is its default.
     model: Option<String>,
     /// The conversation the CLI holds, if any (what a reset empties).
@@ -252,14 +274,14 @@ impl Worker {
         profile: LaunchProfile,
         token: Option<WorkerToken>,
     ) -> Result<Worker, WorkerError> {
-        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        let taps = OutputTaps::default();
         let (stdin, events) = spawn_cli(
             runtime.as_ref(),
             settings,
             container_id,
             &profile,
             None,
-            &stderr_tail,
+            &taps,
             token.as_ref(),
         )
         .await?;
@@ -270,7 +292,7 @@ impl Worker {
             runtime: runtime.clone(),
             stdin,
             events,
-            stderr_tail,
+            taps,
             model: None,
             conversation: None,
             models: Vec::new(),
@@ -397,6 +419,17 @@ impl Worker {
                     request_id,
                     request,
                 }))) => self.inbox.push_back((request_id, request)),
+                Some(Some(Ok(event @ (CliEvent::Stream(_) | CliEvent::Result(_))))) => {
+                    // The CLI prints a turn's output only during a turn: this is a turn the
+                    // worker took as ended (a forged `result`), or no CLI at all.
+                    let kind = match event {
+                        CliEvent::Result(_) => "result",
+                        _ => "stream_event",
+                    };
+                    tracing::warn!(worker = %self.id, kind, "turn output from an idle CLI");
+                    self.mark_broken("the CLI printed a turn's output while idle");
+                    return false;
+                }
                 Some(Some(Ok(event))) => {
                     tracing::debug!(worker = %self.id, ?event, "line from an idle CLI");
                 }
@@ -434,9 +467,12 @@ impl Worker {
         })
     }
 
+    /// A control request's id. Its random part keeps an agent that writes to its CLI's stdout
+    /// from answering ccpool's control requests in the CLI's place (a forged rewind).
     fn request_id(&mut self) -> String {
         self.next_request += 1;
-        format!("ccpool_{}_{}", self.id, self.next_request)
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        format!("ccpool_{}_{}_{}", self.id, self.next_request, &nonce[..16])
     }
 
     /// Answers an MCP request of the CLI that the in-band server answers by itself
@@ -617,6 +653,7 @@ impl Worker {
 
     fn stderr_summary(&self) -> String {
         let tail = self
+            .taps
             .stderr_tail
             .lock()
             .map(|t| t.clone())
@@ -780,6 +817,11 @@ impl Worker {
         let mut streamed_text = String::new();
         let mut check = StreamCheck::default();
         let mut calls: VecDeque<CallRequest> = VecDeque::new();
+        // The client tool calls this turn made (a `tools/call` for any other is not the CLI's).
+        let mut made: Vec<String> = answers.keys().cloned().collect();
+        // Blocks of the current message calling a client tool this turn did not offer.
+        let mut unoffered: Vec<u32> = Vec::new();
+        let budget_from = self.taps.stdout_bytes();
         loop {
             let wait = match stopping {
                 Some((deadline, _)) => {
@@ -820,6 +862,17 @@ impl Worker {
                     self.kill_cli().await;
                     return TurnOutcome::failed(e.to_string());
                 }
+                Ok(Some(Ok(_)))
+                    if self.taps.stdout_bytes() - budget_from > self.settings.max_turn_bytes =>
+                {
+                    let why = format!(
+                        "the CLI printed more than {} bytes in one turn",
+                        self.settings.max_turn_bytes
+                    );
+                    self.mark_broken(why.clone());
+                    self.kill_cli().await;
+                    return TurnOutcome::failed(why);
+                }
                 Ok(Some(Ok(event))) => match event {
                     CliEvent::Stream(event) => {
                         if !check.observe(&event) || stopping.is_some() {
@@ -828,7 +881,19 @@ impl Worker {
                         let Some(event) = event.to_turn_event() else {
                             continue;
                         };
+                        if self.unoffered_call(&event, &mut unoffered) {
+                            continue;
+                        }
                         message.observe(&event);
+                        if let TurnEvent::BlockStart {
+                            block: BlockKind::ToolUse { id, name },
+                            ..
+                        } = &event
+                        {
+                            if mcp::client_name(name).is_some() {
+                                made.push(id.clone());
+                            }
+                        }
                         let event = client_facing(event);
                         if let TurnEvent::BlockDelta {
                             delta: BlockDelta::Text(text),
@@ -873,6 +938,13 @@ impl Worker {
                         request_id,
                         request,
                     } => match self.serve_mcp(request_id, request).await {
+                        Ok(Some(call)) if !made.contains(&call.tool_use_id) => {
+                            // Not a call of this turn: an agent writing to the CLI's stdout.
+                            tracing::warn!(worker = %self.id, "a tool call this turn did not make");
+                            if let Err(e) = self.answer_call(call, &[], true).await {
+                                return TurnOutcome::failed(e.to_string());
+                            }
+                        }
                         Ok(Some(call)) => match answers.remove(&call.tool_use_id) {
                             Some((content, is_error)) => {
                                 if let Err(e) = self.answer_call(call, &content, is_error).await {
@@ -904,6 +976,34 @@ impl Worker {
                     _ => {}
                 },
             }
+        }
+    }
+
+    /// True for an event of a block that calls a client tool this turn does not offer: the
+    /// model cannot call it through this turn's CLI (it would be answered as unknown), so
+    /// the block is a forged line or a stale tool; it is neither relayed nor waited on.
+    /// `unoffered` holds the current message's such blocks.
+    fn unoffered_call(&self, event: &TurnEvent, unoffered: &mut Vec<u32>) -> bool {
+        match event {
+            TurnEvent::MessageStart { .. } => {
+                unoffered.clear();
+                false
+            }
+            TurnEvent::BlockStart {
+                index,
+                block: BlockKind::ToolUse { name, .. },
+            } => match mcp::client_name(name) {
+                Some(client) if !self.tools.iter().any(|t| t.name == client) => {
+                    tracing::warn!(worker = %self.id, "a call of a client tool not offered");
+                    unoffered.push(*index);
+                    true
+                }
+                _ => false,
+            },
+            TurnEvent::BlockDelta { index, .. } | TurnEvent::BlockStop { index } => {
+                unoffered.contains(index)
+            }
+            _ => false,
         }
     }
 
@@ -1125,9 +1225,10 @@ fn client_facing(event: TurnEvent) -> TurnEvent {
 /// → lines of bounded length → CLI events.
 fn cli_events(
     output: BoxStream<'static, Result<ExecOutput, RuntimeError>>,
-    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    taps: OutputTaps,
     max_line_bytes: usize,
 ) -> CliEvents {
+    let stderr_tail = taps.stderr_tail.clone();
     let stdout = output.filter_map(move |frame| {
         let tail = stderr_tail.clone();
         async move {
@@ -1146,8 +1247,10 @@ fn cli_events(
         }
     });
     ndjson_lines(Box::pin(stdout), max_line_bytes)
-        .map(|line| {
+        .map(move |line| {
             let line = line?;
+            taps.stdout_bytes
+                .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
             Ok(CliEvent::parse(&line)?)
         })
         .boxed()
@@ -1162,7 +1265,7 @@ async fn spawn_cli(
     container_id: &str,
     profile: &LaunchProfile,
     resume: Option<&str>,
-    stderr_tail: &Arc<Mutex<Vec<u8>>>,
+    taps: &OutputTaps,
     token: Option<&WorkerToken>,
 ) -> Result<(Pin<Box<dyn AsyncWrite + Send>>, CliEvents), WorkerError> {
     let sandbox = &settings.sandbox;
@@ -1195,7 +1298,7 @@ async fn spawn_cli(
             .await
             .map_err(WorkerError::Stdin)?;
     }
-    let events = cli_events(process.output, stderr_tail.clone(), settings.max_line_bytes);
+    let events = cli_events(process.output, taps.clone(), settings.max_line_bytes);
     Ok((process.stdin, events))
 }
 

@@ -11,6 +11,8 @@ use tokio_util::io::StreamReader;
 pub enum LineError {
     #[error("a stdout line exceeded {0} bytes")]
     TooLong(usize),
+    #[error("a stdout line is not UTF-8")]
+    NotUtf8,
     #[error("reading stdout: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -29,6 +31,10 @@ where
     .map(move |r| {
         r.map_err(|e| match e {
             LinesCodecError::MaxLineLengthExceeded => LineError::TooLong(max_len),
+            // The codec's only own I/O error: a line that is not UTF-8.
+            LinesCodecError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                LineError::NotUtf8
+            }
             LinesCodecError::Io(e) => LineError::Io(e),
         })
     })

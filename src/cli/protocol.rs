@@ -274,13 +274,18 @@ pub struct WireUsage {
     pub cache_read_input_tokens: Option<u64>,
 }
 
+/// The largest token count taken from a line: the output is untrusted (an agent can write to
+/// its CLI's stdout), and the dialects add counts up, which must not overflow.
+const MAX_TOKENS: u64 = u32::MAX as u64;
+
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Usage {
+        let count = |n: Option<u64>| n.unwrap_or(0).min(MAX_TOKENS);
         Usage {
-            input_tokens: u.input_tokens.unwrap_or(0),
-            output_tokens: u.output_tokens.unwrap_or(0),
-            cache_creation_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
-            cache_read_input_tokens: u.cache_read_input_tokens.unwrap_or(0),
+            input_tokens: count(u.input_tokens),
+            output_tokens: count(u.output_tokens),
+            cache_creation_input_tokens: count(u.cache_creation_input_tokens),
+            cache_read_input_tokens: count(u.cache_read_input_tokens),
         }
     }
 }
@@ -499,10 +504,10 @@ impl ResultLine {
                 message: text.clone(),
             }
         } else if self.is_error || self.subtype != "success" {
-            let mut reason = if text.is_empty() {
-                self.subtype.clone()
-            } else {
-                text.clone()
+            let mut reason = match (text.is_empty(), self.subtype.is_empty()) {
+                (false, _) => text.clone(),
+                (true, false) => self.subtype.clone(),
+                (true, true) => "a result line without a subtype".to_string(),
             };
             if !self.errors.is_empty() {
                 reason = format!("{reason}: {}", self.errors.join("; "));
@@ -770,6 +775,89 @@ mod tests {
         ));
         assert!(CliEvent::parse("not json").is_err());
         assert!(CliEvent::parse(r#"{"type":"result","usage":"bad"}"#).is_err());
+    }
+
+    /// Lines an agent could write to its CLI's stdout: each parses to a value or an error,
+    /// never a panic, and forged counts are bounded.
+    #[test]
+    fn hostile_lines_parse_to_values_or_errors() {
+        let huge = format!(
+            r#"{{"type":"stream_event","event":{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{}}}}}}}"#,
+            u64::MAX
+        );
+        let CliEvent::Stream(event) = CliEvent::parse(&huge).unwrap() else {
+            panic!("a message_delta")
+        };
+        let Some(TurnEvent::MessageDelta { usage, .. }) = event.to_turn_event() else {
+            panic!("a message delta")
+        };
+        assert_eq!(usage.output_tokens, u64::from(u32::MAX));
+        let result = format!(
+            r#"{{"type":"result","subtype":"success","usage":{{"input_tokens":{m},"cache_read_input_tokens":{m},"cache_creation_input_tokens":{m},"output_tokens":{m}}}}}"#,
+            m = u64::MAX
+        );
+        let CliEvent::Result(result) = CliEvent::parse(&result).unwrap() else {
+            panic!("a result")
+        };
+        let usage = result.outcome().usage;
+        let total = usage.input_tokens
+            + usage.cache_read_input_tokens
+            + usage.cache_creation_input_tokens
+            + usage.output_tokens;
+        assert_eq!(total, 4 * u64::from(u32::MAX), "sums cannot overflow");
+
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let nested_event = format!(
+            r#"{{"type":"stream_event","event":{{"type":"content_block_start","index":0,"content_block":{deep}}}}}"#
+        );
+        for line in [
+            "",
+            "\u{0}",
+            "{",
+            "[]",
+            "null",
+            r#"{"type":5}"#,
+            r#"{"type":"stream_event"}"#,
+            r#"{"type":"stream_event","event":{"type":"content_block_delta","index":-1,"delta":{}}}"#,
+            r#"{"type":"stream_event","event":{"type":"content_block_delta","index":4294967296,"delta":{}}}"#,
+            r#"{"type":"control_request","request_id":7,"request":{}}"#,
+            r#"{"type":"control_response","response":null}"#,
+            deep.as_str(),
+            nested_event.as_str(),
+        ] {
+            assert!(CliEvent::parse(line).is_err(), "{line:.80}");
+        }
+        // Well formed but meaningless: values ccpool ignores or answers, never acts on blindly.
+        let odd = [
+            (
+                r#"{"type":"control_request","request_id":"x","request":{"subtype":"can_use_tool","tool_name":"Bash"}}"#,
+                "control request",
+            ),
+            (
+                r#"{"type":"control_request","request_id":"x","request":{"subtype":"mcp_message","server_name":"other","message":{"id":1,"method":"tools/call"}}}"#,
+                "control request",
+            ),
+            (
+                r#"{"type":"stream_event","event":{"type":"content_block_start","index":0,"content_block":"text"}}"#,
+                "stream",
+            ),
+            (
+                r#"{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}}"#,
+                "stream",
+            ),
+        ];
+        for (line, kind) in odd {
+            let event = CliEvent::parse(line).unwrap();
+            let got = match &event {
+                CliEvent::ControlRequest { .. } => "control request",
+                CliEvent::Stream(s) => {
+                    s.to_turn_event();
+                    "stream"
+                }
+                _ => "other",
+            };
+            assert_eq!(got, kind, "{line}");
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl Worker {
             &self.container_id,
             &self.profile,
             resume,
-            &self.stderr_tail,
+            &self.taps,
             self.token.as_ref(),
         )
         .await
