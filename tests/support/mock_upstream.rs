@@ -15,6 +15,9 @@
 //! order, joined with `" | "` (`"[error] "` before a failed one, `"[image]"`
 //! for an image).
 //!
+//! `[[tool]]` makes the model run `TOOL_COMMAND` with the CLI's Bash tool, or the command
+//! given as `[[cmd:…]]` (up to the last `]]`).
+//!
 //! Client-defined tools (offered as `mcp__client__NAME` by the CLI): `[[call]]`
 //! calls the first one, `[[call2]]` makes two parallel calls (the first two
 //! tools, or the first twice), `[[textcall]]` writes a sentence and then calls
@@ -845,8 +848,13 @@ fn plan(rec: &RecordedRequest) -> Planned {
         });
         stop_reason = "tool_use";
     } else if has("[[tool]]") {
+        let command = text
+            .split("[[cmd:")
+            .nth(1)
+            .and_then(|rest| rest.rsplit_once("]]").map(|(cmd, _)| cmd.to_string()))
+            .unwrap_or_else(|| TOOL_COMMAND.to_string());
         let input = Obj::new()
-            .str("command", TOOL_COMMAND)
+            .str("command", &command)
             .str("description", "mock")
             .end();
         blocks.push(Block::Text(split_words(TOOL_PREAMBLE)));
