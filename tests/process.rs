@@ -34,7 +34,10 @@ impl Service {
             .local_addr()
             .unwrap()
             .port();
-        let instance = format!("test-proc-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let instance = format!(
+            "test-proc-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
         let listen = format!("127.0.0.1:{port}");
         let upstream = mock.base_url();
         let image = worker_image();
@@ -153,6 +156,15 @@ fn ask(text: &str, stream: bool) -> Value {
            "messages": [{"role": "user", "content": text}]})
 }
 
+/// The text of an SSE answer of the Messages API: its text deltas, joined.
+fn streamed_text(sse: &str) -> String {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Samples `service`'s RSS until `work` ends; returns the work's result and the peak.
 async fn peak_during<T>(service: &Service, work: impl Future<Output = T>) -> (T, f64) {
     let mut work = std::pin::pin!(work);
@@ -208,12 +220,16 @@ async fn resident_memory_idle_under_32_streams_and_back_under_64_mib_after_a_bur
             assert_eq!(response.status(), 200);
             let text = response.text().await.unwrap();
             assert!(text.contains("event: message_stop"), "{text}");
-            assert!(text.contains(&format!("number {i}")), "{text}");
+            assert_eq!(
+                streamed_text(&text),
+                format!("Echo: [[slow]] stream number {i}")
+            );
         }
     });
     let started = Instant::now();
     let (_, streaming) = peak_during(&service, futures::future::join_all(streams)).await;
     let streams_took = started.elapsed();
+    println!("32 streams answered in {streams_took:.1?}, RSS peak {streaming:.1} MiB");
 
     // One large body alone: what parsing it whole costs.
     let big = {
@@ -238,13 +254,14 @@ async fn resident_memory_idle_under_32_streams_and_back_under_64_mib_after_a_bur
     .await;
     let one_took = started.elapsed();
     assert_eq!(status, 400, "over the block limit");
+    println!("one large body refused in {one_took:.1?}, RSS peak {one_peak:.1} MiB");
 
     // Then a burst: 20 of them at once.
     let (statuses, burst_peak) = peak_during(
         &service,
-        futures::future::join_all((0..20).map(|_| async {
-            send_big().await.unwrap().status().as_u16()
-        })),
+        futures::future::join_all(
+            (0..20).map(|_| async { send_big().await.unwrap().status().as_u16() }),
+        ),
     )
     .await;
     assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
@@ -295,7 +312,11 @@ async fn logs_of_a_busy_run(
     let service = Service::start(mock, rust_log, &args).await;
     let http = reqwest::Client::new();
     let send = |request: reqwest::RequestBuilder| async {
-        let response = request.header("x-api-key", client_key).send().await.unwrap();
+        let response = request
+            .header("x-api-key", client_key)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
     };
@@ -346,7 +367,10 @@ async fn logs_of_a_busy_run(
 fn assert_secret_free(logs: &str, level: &str, secrets: &[&str]) {
     let marker = format!("Z {:>5} ", level.to_uppercase());
     let at_level = logs.lines().filter(|l| l.contains(&marker)).count();
-    println!("{at_level} lines at {level}, {} in all", logs.lines().count());
+    println!(
+        "{at_level} lines at {level}, {} in all",
+        logs.lines().count()
+    );
     assert!(at_level >= 3, "the logs are at {level}:\n{logs:.4000}");
     for secret in secrets {
         if let Some(at) = logs.find(secret) {
@@ -364,8 +388,7 @@ async fn no_secret_reaches_the_logs_at_trace_or_debug() {
 
     // trace, with a subscription token in the workers' environment.
     let token = "sk-ant-oat01-trace-secret-9f8e7d6c5b4a";
-    let logs =
-        logs_of_a_busy_run(&mock, "trace", client_key, &["--oauth-token", token]).await;
+    let logs = logs_of_a_busy_run(&mock, "trace", client_key, &["--oauth-token", token]).await;
     assert!(
         mock.message_requests()
             .iter()

@@ -451,9 +451,7 @@ fn forge_command(lines: &[String], then: &str) -> String {
     use base64::Engine;
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let encoded = base64::engine::general_purpose::STANDARD.encode(text);
-    format!(
-        "echo {encoded} | base64 -d > /proc/$(cat /tmp/ccpool-cli.pid)/fd/1 && echo {then}"
-    )
+    format!("echo {encoded} | base64 -d > /proc/$(cat /tmp/ccpool-cli.pid)/fd/1 && echo {then}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,13 +543,12 @@ async fn lines_an_agent_forges_on_its_cli_stdout_stay_in_its_own_request() {
 
     // A line that is not the CLI's protocol: this request ends with a clear error.
     let garbage = forge_command(&["this is not a stream-json line".into()], "never-seen");
-    let (status, body) = s.send(as_agent(format!("[[tool]] [[cmd:{garbage}]]"))).await;
+    let (status, body) = s
+        .send(as_agent(format!("[[tool]] [[cmd:{garbage}]]")))
+        .await;
     assert_eq!(status, 500, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("unreadable CLI output line"),
-        "{message}"
-    );
+    assert!(message.contains("unreadable CLI output line"), "{message}");
     // The session goes on with a new CLI; k2 was served throughout.
     let (status, body) = s.send(as_agent("after the garbage".into())).await;
     assert_eq!(status, 200, "{body}");

@@ -31,7 +31,7 @@ pub async fn chat<D: Dialect>(
     if state.credentials_missing() {
         return Err(Failure::no_credentials().into());
     }
-    let request = D::parse(&body)?;
+    let request = parse::<D>(body).await?;
     let context = Context {
         owner,
         options: &state.api.openai,
@@ -71,6 +71,39 @@ pub async fn chat<D: Dialect>(
         collect::<D>(Box::pin(items), reply).await?
     };
     Ok(session_headers(response, started.session))
+}
+
+/// A body larger than this is parsed on a blocking thread, not on the runtime's.
+const LARGE_BODY_BYTES: usize = 256 * 1024;
+
+/// Large bodies parsed at once, across all requests: each can cost over ten times its size
+/// while it is parsed (a body of many tiny blocks), so a burst waits here rather than
+/// multiplying the peak.
+static LARGE_PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Parses a request body whole (it is bounded by the body limit). A large one is parsed on a
+/// blocking thread, at most `LARGE_PARSES` at a time, so it never stalls the runtime's
+/// threads (other requests' streams, the accept loop).
+async fn parse<D: Dialect>(body: bytes::Bytes) -> Result<D::Request, D::Error> {
+    if body.len() <= LARGE_BODY_BYTES {
+        return D::parse(&body);
+    }
+    let _permit = LARGE_PARSES.acquire().await.map_err(|_| {
+        Failure::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            crate::failure::FailureKind::Server,
+            "the parser is closed",
+        )
+    })?;
+    tokio::task::spawn_blocking(move || D::parse(&body))
+        .await
+        .map_err(|_| {
+            Failure::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                crate::failure::FailureKind::Server,
+                "parsing the request body failed",
+            )
+        })?
 }
 
 /// `POST /v1/messages/count_tokens`: an estimate, answered at once.
