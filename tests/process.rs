@@ -231,40 +231,54 @@ async fn resident_memory_idle_under_32_streams_and_back_under_64_mib_after_a_bur
     let streams_took = started.elapsed();
     println!("32 streams answered in {streams_took:.1?}, RSS peak {streaming:.1} MiB");
 
-    // One large body alone: what parsing it whole costs.
-    let big = {
-        let blocks = vec![json!({"type": "text", "text": "a"}); 330_000];
+    // Large bodies, each alone: what refusing them costs. Both are over the block limit
+    // (400): `tiny` has too many JSON objects to be parsed at all, `wide` is as costly a parse
+    // as a body may get (as many objects as it may hold, each with some text).
+    let body = |count: usize, text: &str| {
+        let blocks = vec![json!({"type": "text", "text": text}); count];
         bytes::Bytes::from(
             json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
                    "messages": [{"role": "user", "content": blocks}]})
             .to_string(),
         )
     };
-    let send_big = || {
-        http.post(service.url("/v1/messages"))
+    let tiny = body(330_000, "a");
+    let wide = body(49_000, &"w".repeat(170));
+    assert!(wide.len() < 10 * 1024 * 1024, "{} bytes", wide.len());
+    let send = |body: &bytes::Bytes| {
+        let request = http
+            .post(service.url("/v1/messages"))
             .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
+            .body(body.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
     };
-    let before_one = service.rss_mib();
-    let started = Instant::now();
-    let (status, one_peak) = peak_during(&service, async {
-        send_big().await.unwrap().status().as_u16()
-    })
-    .await;
-    let one_took = started.elapsed();
-    assert_eq!(status, 400, "over the block limit");
-    println!("one large body refused in {one_took:.1?}, RSS peak {one_peak:.1} MiB");
+    let mut alone = Vec::new();
+    for (name, body) in [("tiny", &tiny), ("wide", &wide)] {
+        let started = Instant::now();
+        let ((status, answer), peak) = peak_during(&service, send(body)).await;
+        let took = started.elapsed();
+        assert_eq!(status, 400, "{answer}");
+        println!(
+            "{name}: {} bytes refused in {took:.1?}, RSS peak {peak:.1} MiB: {answer}",
+            body.len()
+        );
+        alone.push(format!(
+            "{name} ({} bytes) peak {peak:.1} MiB in {took:.1?}",
+            body.len()
+        ));
+    }
 
-    // Then a burst: 20 of them at once.
-    let (statuses, burst_peak) = peak_during(
+    // Then a burst: 20 at once, half of each.
+    let (answers, burst_peak) = peak_during(
         &service,
-        futures::future::join_all(
-            (0..20).map(|_| async { send_big().await.unwrap().status().as_u16() }),
-        ),
+        futures::future::join_all((0..20).map(|i| send(if i % 2 == 0 { &tiny } else { &wide }))),
     )
     .await;
-    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    assert!(answers.iter().all(|(s, _)| *s == 400), "{answers:?}");
     let after_burst = service.rss_mib();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
@@ -276,12 +290,11 @@ async fn resident_memory_idle_under_32_streams_and_back_under_64_mib_after_a_bur
     }
     let settle_took = started.elapsed();
     println!(
-        "ccpool RSS (debug build, {} body bytes per large request): idle {idle:.1} MiB; \
-         32 concurrent streams: peak {streaming:.1} MiB over {streams_took:.1?}; \
-         one large body: {before_one:.1} -> peak {one_peak:.1} MiB, answered in {one_took:.1?}; \
-         burst of 20 large bodies: peak {burst_peak:.1} MiB, right after {after_burst:.1} MiB, \
-         {settled:.1} MiB {settle_took:.1?} later",
-        big.len()
+        "ccpool RSS (debug build): idle {idle:.1} MiB; 32 concurrent streams: peak \
+         {streaming:.1} MiB over {streams_took:.1?}; large bodies alone: {}; burst of 20: peak \
+         {burst_peak:.1} MiB, right after {after_burst:.1} MiB, {settled:.1} MiB \
+         {settle_took:.1?} later",
+        alone.join(", ")
     );
     assert!(
         settled < 64.0,

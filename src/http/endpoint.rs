@@ -81,13 +81,55 @@ const LARGE_BODY_BYTES: usize = 256 * 1024;
 /// multiplying the peak.
 static LARGE_PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// The most JSON objects and arrays a body may hold. Each costs hundreds of bytes once parsed,
+/// so this bounds what a body costs, whatever its shape; a request within the other limits
+/// (`chat::MAX_CONTENT_BLOCKS` blocks) stays far below it.
+const MAX_JSON_CONTAINERS: usize = 5 * chat::MAX_CONTENT_BLOCKS;
+
+/// How many JSON objects and arrays `body` opens (a byte scan: strings are skipped, nothing
+/// is allocated).
+fn json_containers(body: &[u8]) -> usize {
+    let (mut count, mut in_string, mut escaped) = (0, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
 /// Parses a request body whole (it is bounded by the body limit). A large one is parsed on a
 /// blocking thread, at most `LARGE_PARSES` at a time, so it never stalls the runtime's
-/// threads (other requests' streams, the accept loop).
+/// threads (other requests' streams, the accept loop), and only when its count of objects
+/// and arrays is within `MAX_JSON_CONTAINERS`.
 async fn parse<D: Dialect>(body: bytes::Bytes) -> Result<D::Request, D::Error> {
     if body.len() <= LARGE_BODY_BYTES {
         return D::parse(&body);
     }
+    let check = move || {
+        let containers = json_containers(&body);
+        if containers > MAX_JSON_CONTAINERS {
+            return Err(D::invalid(
+                "",
+                format!(
+                    "the request body holds {containers} JSON objects and arrays; at most \
+                     {MAX_JSON_CONTAINERS} are accepted"
+                ),
+            ));
+        }
+        D::parse(&body)
+    };
     let _permit = LARGE_PARSES.acquire().await.map_err(|_| {
         Failure::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,15 +137,13 @@ async fn parse<D: Dialect>(body: bytes::Bytes) -> Result<D::Request, D::Error> {
             "the parser is closed",
         )
     })?;
-    tokio::task::spawn_blocking(move || D::parse(&body))
-        .await
-        .map_err(|_| {
-            Failure::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                crate::failure::FailureKind::Server,
-                "parsing the request body failed",
-            )
-        })?
+    tokio::task::spawn_blocking(check).await.map_err(|_| {
+        Failure::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            crate::failure::FailureKind::Server,
+            "parsing the request body failed",
+        )
+    })?
 }
 
 /// `POST /v1/messages/count_tokens`: an estimate, answered at once.
@@ -211,4 +251,19 @@ fn session_headers(mut response: Response, session: Option<SessionStarted>) -> R
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_containers;
+
+    #[test]
+    fn containers_are_counted_outside_strings_only() {
+        assert_eq!(
+            json_containers(br#"{"a": [1, {"b": "[{"}], "c": "\"{"}"#),
+            3
+        );
+        assert_eq!(json_containers(br#"[]"#), 1);
+        assert_eq!(json_containers(br#""\\" {}"#), 1);
+    }
 }
