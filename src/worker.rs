@@ -412,7 +412,14 @@ impl Worker {
         if self.broken.is_some() {
             return false;
         }
-        loop {
+        // An idle CLI prints next to nothing: more than this, or more MCP requests waiting
+        // than this, is something else writing to its stdout (a background process of an
+        // agent), which must not keep this look busy or the inbox growing.
+        const IDLE_LINES: usize = 256;
+        for _ in 0..IDLE_LINES {
+            if self.inbox.len() > IDLE_LINES / 4 {
+                break;
+            }
             match self.events.next().now_or_never() {
                 None => return true,
                 Some(Some(Ok(CliEvent::Mcp {
@@ -443,6 +450,9 @@ impl Worker {
                 }
             }
         }
+        tracing::warn!(worker = %self.id, "a flood of lines from an idle CLI");
+        self.mark_broken("the CLI printed too much while idle");
+        false
     }
 
     fn mark_broken(&mut self, why: impl Into<String>) {

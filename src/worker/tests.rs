@@ -254,3 +254,39 @@ async fn output_after_the_result_retires_the_worker_before_its_next_turn() {
     }
     others_still_served(&fake).await;
 }
+
+#[tokio::test]
+async fn a_flood_while_idle_retires_the_worker_without_keeping_it_busy() {
+    let fake = FakeRuntime::new();
+    let mut w = worker(&fake, settings()).await;
+    // What a background process of the agent could keep printing after the turn.
+    let call = json!({"type": "control_request", "request_id": "bg", "request": {
+        "subtype": "mcp_message", "server_name": "client",
+        "message": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}}});
+    let noise = json!({"type": "system", "subtype": "noise"});
+    for flood in [vec![call; 100], vec![noise; 600]] {
+        // The fake CLI echoes the prompt, which carries the flood.
+        let roomy = WorkerSettings {
+            max_line_bytes: 1024 * 1024,
+            ..settings()
+        };
+        let mut w2 = worker(&fake, roomy).await;
+        let prompt = format!("[[after:{}]] hi", hex(&lines(&flood)));
+        let (_, outcome) = turn(&mut w2, TurnRequest::text(prompt)).await;
+        assert!(outcome.is_success(), "{outcome:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w2.is_alive() {
+            assert!(Instant::now() < deadline, "the flood is noticed");
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            w2.broken().unwrap().contains("too much while idle"),
+            "{:?}",
+            w2.broken()
+        );
+    }
+    // An idle CLI's few lines are fine.
+    assert!(w.is_alive());
+    let (_, outcome) = turn(&mut w, TurnRequest::text("fine")).await;
+    assert!(outcome.is_success(), "{outcome:?}");
+}
