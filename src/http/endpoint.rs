@@ -109,48 +109,64 @@ fn json_containers(body: &[u8]) -> usize {
     count
 }
 
-/// Parses a request body whole (it is bounded by the body limit). A large one is parsed on a
-/// blocking thread, at most `LARGE_PARSES` at a time, so it never stalls the runtime's
-/// threads (other requests' streams, the accept loop), and only when its count of objects
-/// and arrays is within `MAX_JSON_CONTAINERS`.
-async fn parse<D: Dialect>(body: bytes::Bytes) -> Result<D::Request, D::Error> {
+/// Parses a request body whole (it is bounded by the body limit) with `parse`. A large one is
+/// parsed on a blocking thread, at most `LARGE_PARSES` at a time, so it never stalls the
+/// runtime's threads (other requests' streams, the accept loop), and only when its count of
+/// objects and arrays is within `MAX_JSON_CONTAINERS` (else `too_many` says why).
+async fn parse_whole<T, E>(
+    body: bytes::Bytes,
+    parse: fn(&[u8]) -> Result<T, E>,
+    too_many: fn(String) -> E,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<Failure> + Send + 'static,
+{
     if body.len() <= LARGE_BODY_BYTES {
-        return D::parse(&body);
+        return parse(&body);
     }
     let check = move || {
         let containers = json_containers(&body);
         if containers > MAX_JSON_CONTAINERS {
-            return Err(D::invalid(
-                "",
-                format!(
-                    "the request body holds {containers} JSON objects and arrays; at most \
-                     {MAX_JSON_CONTAINERS} are accepted"
-                ),
-            ));
+            return Err(too_many(format!(
+                "the request body holds {containers} JSON objects and arrays; at most \
+                 {MAX_JSON_CONTAINERS} are accepted"
+            )));
         }
-        D::parse(&body)
+        parse(&body)
     };
-    let _permit = LARGE_PARSES.acquire().await.map_err(|_| {
+    let failed = |what: &str| {
         Failure::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             crate::failure::FailureKind::Server,
-            "the parser is closed",
+            what,
         )
-    })?;
-    tokio::task::spawn_blocking(check).await.map_err(|_| {
-        Failure::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            crate::failure::FailureKind::Server,
-            "parsing the request body failed",
-        )
-    })?
+    };
+    let _permit = LARGE_PARSES
+        .acquire()
+        .await
+        .map_err(|_| failed("the parser is closed"))?;
+    tokio::task::spawn_blocking(check)
+        .await
+        .map_err(|_| failed("parsing the request body failed"))?
+}
+
+/// A chat request body in dialect `D` (see `parse_whole`).
+async fn parse<D: Dialect>(body: bytes::Bytes) -> Result<D::Request, D::Error> {
+    parse_whole(body, D::parse, |message| D::invalid("", message)).await
 }
 
 /// `POST /v1/messages/count_tokens`: an estimate, answered at once.
 pub async fn count_tokens(
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<crate::anthropic::wire::TokenCount>, AnthropicError> {
-    crate::anthropic::count_tokens(&body).map(Json)
+    parse_whole(
+        body,
+        crate::anthropic::count_tokens,
+        AnthropicError::invalid,
+    )
+    .await
+    .map(Json)
 }
 
 /// Fetches every image the request names by URL (history included) and inlines it.
@@ -255,7 +271,37 @@ fn session_headers(mut response: Response, session: Option<SessionStarted>) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::json_containers;
+    use super::{MAX_JSON_CONTAINERS, json_containers};
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn a_body_of_too_many_objects_is_refused_before_it_is_parsed() {
+        let h = crate::fake::harness().await;
+        let blocks = vec![r#"{"a":1}"#; MAX_JSON_CONTAINERS + 10].join(",");
+        let body = format!(
+            r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":[{blocks}]}}]}}"#
+        );
+        assert!(body.len() > super::LARGE_BODY_BYTES);
+        for path in [
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+            "/v1/chat/completions",
+        ] {
+            let (status, _, text) = h.post(path, body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {text}");
+            assert!(
+                text.contains("JSON objects and arrays; at most 50000"),
+                "{path}: {text}"
+            );
+        }
+        // Under the bound, a large body is parsed (on a blocking thread) as usual.
+        let text = "x".repeat(300 * 1024);
+        let body = serde_json::json!({"model": "m", "max_tokens": 5,
+            "messages": [{"role": "user", "content": text}]});
+        let (status, _, _) = h.post("/v1/messages/count_tokens", body.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        h.stop().await;
+    }
 
     #[test]
     fn containers_are_counted_outside_strings_only() {
