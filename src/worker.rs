@@ -831,6 +831,8 @@ impl Worker {
         let mut made: Vec<String> = answers.keys().cloned().collect();
         // Blocks of the current message calling a client tool this turn did not offer.
         let mut unoffered: Vec<u32> = Vec::new();
+        // Whether the current message has relayed a tool call.
+        let mut calls_relayed = false;
         let budget_from = self.taps.stdout_bytes();
         loop {
             let wait = match stopping {
@@ -894,15 +896,34 @@ impl Worker {
                         if self.unoffered_call(&event, &mut unoffered) {
                             continue;
                         }
-                        message.observe(&event);
-                        if let TurnEvent::BlockStart {
-                            block: BlockKind::ToolUse { id, name },
-                            ..
-                        } = &event
-                        {
-                            if mcp::client_name(name).is_some() {
-                                made.push(id.clone());
+                        let event = match event {
+                            // Every call of the message was hidden: no call for the client.
+                            TurnEvent::MessageDelta {
+                                stop_reason: Some(StopReason::ToolUse),
+                                stop_sequence,
+                                usage,
+                            } if !unoffered.is_empty() && !calls_relayed => {
+                                TurnEvent::MessageDelta {
+                                    stop_reason: Some(StopReason::EndTurn),
+                                    stop_sequence,
+                                    usage,
+                                }
                             }
+                            event => event,
+                        };
+                        message.observe(&event);
+                        match &event {
+                            TurnEvent::MessageStart { .. } => calls_relayed = false,
+                            TurnEvent::BlockStart {
+                                block: BlockKind::ToolUse { id, name },
+                                ..
+                            } => {
+                                calls_relayed = true;
+                                if mcp::client_name(name).is_some() {
+                                    made.push(id.clone());
+                                }
+                            }
+                            _ => {}
                         }
                         let event = client_facing(event);
                         if let TurnEvent::BlockDelta {

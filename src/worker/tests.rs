@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Worker, WorkerSettings};
 use crate::domain::{
-    BlockKind, LaunchProfile, ToolSpec, TurnEvent, TurnItem, TurnOutcome, TurnRequest, TurnStatus,
+    BlockKind, LaunchProfile, StopReason, ToolSpec, TurnEvent, TurnItem, TurnOutcome, TurnRequest,
+    TurnStatus,
 };
 use crate::fake::{FakeRuntime, hex};
 
@@ -194,6 +195,19 @@ async fn forged_requests_and_calls_are_refused_and_the_real_answer_still_comes()
             }
         )),
         "the unoffered call is not relayed: {events:?}"
+    );
+    // Nor is a stop for tool use without a call to make.
+    let stops: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::MessageDelta { stop_reason, .. } => stop_reason.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stops,
+        vec![StopReason::EndTurn, StopReason::EndTurn],
+        "{events:?}"
     );
     assert!(w.broken().is_none(), "{:?}", w.broken());
     let (_, outcome) = turn(&mut w, TurnRequest::text("next")).await;
