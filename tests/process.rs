@@ -145,6 +145,15 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        // A test that failed before `stop`: the process goes first, so that it cannot start
+        // a container after the clean-up below.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.start_kill();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let label = format!("ccpool.instance={}", self.instance);
         remove_by_label_blocking(&label);
         remove_volumes_blocking(&label);
