@@ -45,7 +45,7 @@ impl Service {
         command
             .arg("serve")
             .args(["--listen", &listen, "--instance", &instance])
-            .args(["--worker-image", &image, "--network", "host"])
+            .args(["--worker-image", &image])
             .args(["--upstream-url", &upstream])
             .args(["--default-model", "claude-sonnet-4-5"])
             .args(["--stream-idle-timeout-secs", "3"])
