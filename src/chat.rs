@@ -170,7 +170,7 @@ impl ChatRequest {
                 "a request may carry at most {MAX_CONTENT_BLOCKS} content blocks, this one has {blocks}"
             )));
         }
-        Ok(())
+        self.turn.check_tool_pairing()
     }
 }
 

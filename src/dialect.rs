@@ -90,6 +90,16 @@ pub fn parse_json<T: DeserializeOwned, E>(
     Ok(parsed)
 }
 
+/// Why a client tool's input schema cannot be offered, if it cannot: it must be a valid JSON
+/// Schema (draft 2020-12, or the bundled draft its `$schema` names), as the Messages API
+/// requires; the upstream would refuse the whole request otherwise. Meta-validation only: the
+/// schema is not compiled, so the check stays cheap for clients that send many tools.
+pub fn tool_schema_error(schema: &serde_json::Value) -> Option<String> {
+    jsonschema::meta::validate(schema)
+        .err()
+        .map(|e| format!("not a valid JSON Schema: {e}"))
+}
+
 /// An image the client gives by URL, as the OpenAI dialects take it: a `data:` URL is an
 /// image block; an `http(s)` URL is a `RemoteImage` to fetch when `fetch_remote` is set, and
 /// refused otherwise. The error is the message for the request field `field`.

@@ -29,6 +29,87 @@ impl TurnRequest {
             ..TurnRequest::default()
         }
     }
+
+    /// Checks that tool calls and results pair up as the Messages API requires: every
+    /// `tool_result` answers a `tool_use` of the assistant message just before it, and every
+    /// `tool_use` gets its `tool_result` in the user message just after it (for the history's
+    /// last assistant message, the new user message). A parked worker is resumed only by a
+    /// request that passes this check, so a bad one is refused before any worker is touched.
+    pub fn check_tool_pairing(&self) -> Result<(), InvalidRequest> {
+        let messages: Vec<(Role, &[ContentBlock])> = self
+            .history
+            .iter()
+            .map(|m| (m.role, m.content.as_slice()))
+            .chain(std::iter::once((Role::User, self.content.as_slice())))
+            .collect();
+        let calls = |content: &[ContentBlock]| -> Vec<String> {
+            content
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::ToolUse { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let results = |content: &[ContentBlock]| -> Vec<String> {
+            content
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::ToolResult { tool_use_id, .. } => Some(tool_use_id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (i, (role, content)) in messages.iter().enumerate() {
+            match role {
+                Role::User => {
+                    let answered = results(content);
+                    if answered.is_empty() {
+                        continue;
+                    }
+                    let made = match i.checked_sub(1).map(|j| messages[j]) {
+                        Some((Role::Assistant, previous)) => calls(previous),
+                        _ => Vec::new(),
+                    };
+                    if let Some(unknown) = answered.iter().find(|id| !made.contains(id)) {
+                        return Err(InvalidRequest(format!(
+                            "a tool_result answers the tool call {unknown:?}, which the assistant \
+                             message just before it did not make (its calls: {made:?})"
+                        )));
+                    }
+                    let mut seen = Vec::new();
+                    if let Some(twice) = answered.iter().find(|id| {
+                        let again = seen.contains(id);
+                        seen.push(*id);
+                        again
+                    }) {
+                        return Err(InvalidRequest(format!(
+                            "the tool call {twice:?} has more than one tool_result"
+                        )));
+                    }
+                }
+                Role::Assistant => {
+                    let made = calls(content);
+                    if made.is_empty() {
+                        continue;
+                    }
+                    let answered = match messages.get(i + 1) {
+                        Some((Role::User, next)) => results(next),
+                        _ => Vec::new(),
+                    };
+                    let missing: Vec<&String> =
+                        made.iter().filter(|id| !answered.contains(id)).collect();
+                    if !missing.is_empty() {
+                        return Err(InvalidRequest(format!(
+                            "the tool calls {missing:?} have no tool_result: each tool_use needs \
+                             a tool_result in the user message that follows it"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Who said a message of the history.
@@ -392,5 +473,82 @@ mod tests {
             ..LaunchProfile::default()
         };
         assert!(fine.check().is_ok(), "a long prompt goes through a file");
+    }
+
+    fn call(id: &str) -> ContentBlock {
+        ContentBlock::ToolUse {
+            id: id.into(),
+            name: "t".into(),
+            input: "{}".into(),
+        }
+    }
+
+    fn answer(id: &str) -> ContentBlock {
+        ContentBlock::ToolResult {
+            tool_use_id: id.into(),
+            content: Vec::new(),
+            is_error: false,
+        }
+    }
+
+    fn with_calls(calls: Vec<ContentBlock>, content: Vec<ContentBlock>) -> TurnRequest {
+        TurnRequest {
+            history: vec![
+                HistoryMessage {
+                    role: Role::User,
+                    content: vec![ContentBlock::Text("go".into())],
+                },
+                HistoryMessage {
+                    role: Role::Assistant,
+                    content: calls,
+                },
+            ],
+            content,
+            ..TurnRequest::default()
+        }
+    }
+
+    #[test]
+    fn tool_results_must_answer_the_calls_just_before_them_every_one_once() {
+        let ok = with_calls(vec![call("a"), call("b")], vec![answer("b"), answer("a")]);
+        assert_eq!(ok.check_tool_pairing(), Ok(()));
+        let unknown = with_calls(vec![call("a")], vec![answer("a"), answer("zz")]);
+        let why = unknown.check_tool_pairing().unwrap_err().0;
+        assert!(
+            why.contains("\"zz\"") && why.contains("did not make"),
+            "{why}"
+        );
+        let missing = with_calls(vec![call("a"), call("b")], vec![answer("a")]);
+        let why = missing.check_tool_pairing().unwrap_err().0;
+        assert!(
+            why.contains("[\"b\"]") && why.contains("no tool_result"),
+            "{why}"
+        );
+        let prose = with_calls(vec![call("a")], vec![ContentBlock::Text("hm".into())]);
+        assert!(prose.check_tool_pairing().is_err());
+        let twice = with_calls(vec![call("a")], vec![answer("a"), answer("a")]);
+        assert!(
+            twice
+                .check_tool_pairing()
+                .unwrap_err()
+                .0
+                .contains("more than one")
+        );
+        let orphan = TurnRequest {
+            content: vec![answer("a")],
+            ..TurnRequest::default()
+        };
+        assert!(orphan.check_tool_pairing().unwrap_err().0.contains("\"a\""));
+        // A call answered in an earlier turn of the history is fine.
+        let mut older = with_calls(vec![call("a")], vec![ContentBlock::Text("next".into())]);
+        older.history.push(HistoryMessage {
+            role: Role::User,
+            content: vec![answer("a")],
+        });
+        older.history.push(HistoryMessage {
+            role: Role::Assistant,
+            content: vec![ContentBlock::Text("done".into())],
+        });
+        assert_eq!(older.check_tool_pairing(), Ok(()));
     }
 }

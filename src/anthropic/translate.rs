@@ -127,6 +127,9 @@ fn tools(tools: Vec<ToolParam>) -> Result<Vec<ToolSpec>, AnthropicError> {
                 "{at}.input_schema: a JSON schema object with \"type\": \"object\" is required"
             )));
         }
+        if let Some(why) = crate::dialect::tool_schema_error(&tool.input_schema) {
+            return Err(AnthropicError::invalid(format!("{at}.input_schema: {why}")));
+        }
         out.push(ToolSpec {
             name,
             description: tool.description,
@@ -1093,6 +1096,30 @@ mod tests {
         check_invalid(
             ok(json!({"tools": [weather_tool(), weather_tool()]})),
             "unique",
+        );
+        check_invalid(
+            ok(
+                json!({"tools": [{"name": "t", "input_schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}]}),
+            ),
+            "tools.0.input_schema: not a valid JSON Schema",
+        );
+        check_invalid(
+            ok(
+                json!({"tools": [{"name": "t", "input_schema": {"type": "object", "required": "a"}}]}),
+            ),
+            "tools.0.input_schema",
+        );
+        // A tool named like one of the CLI's built-ins is the client's own: the built-ins are
+        // off and the model knows the client's tools under the `mcp__client__` prefix.
+        assert_eq!(
+            request(ok(
+                json!({"tools": [{"name": "Bash", "input_schema": {"type": "object"}}]})
+            ))
+            .unwrap()
+            .turn
+            .tools[0]
+                .name,
+            "Bash"
         );
         check_invalid(
             ok(json!({"tools": [{"name": "bad name", "input_schema": {"type": "object"}}]})),

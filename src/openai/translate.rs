@@ -219,7 +219,15 @@ fn tools(tools: Vec<ToolParam>) -> Result<Vec<ToolSpec>, OpenAiError> {
         }
         let schema = match function.parameters {
             None | Some(Value::Null) => EMPTY_OBJECT_SCHEMA.to_string(),
-            Some(p) if p.get("type").and_then(Value::as_str) == Some("object") => p.to_string(),
+            Some(p) if p.get("type").and_then(Value::as_str) == Some("object") => {
+                if let Some(why) = crate::dialect::tool_schema_error(&p) {
+                    return Err(OpenAiError::invalid(
+                        format!("{at}.function.parameters"),
+                        format!("{at}.function.parameters: {why}"),
+                    ));
+                }
+                p.to_string()
+            }
             Some(_) => {
                 return Err(OpenAiError::invalid(
                     format!("{at}.function.parameters"),
@@ -1112,6 +1120,12 @@ mod unit {
         refused(
             with(json!({"tools": [{"type": "function", "function": {"name": "a b"}}]})),
             "tools[0].function.name",
+        );
+        refused(
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}}]}),
+            ),
+            "tools[0].function.parameters",
         );
         refused(with(json!({"tool_choice": "required"})), "tool_choice");
         refused(
