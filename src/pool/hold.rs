@@ -131,22 +131,22 @@ impl ProfilePool {
 }
 
 impl PoolInner {
-    /// After a conversation turn: hold the worker when its context is what the client saw,
-    /// else release it.
-    pub(super) async fn hold_or_release(
+    /// After a conversation turn: holds the worker when its context is what the client saw,
+    /// and gives it back otherwise (to be released). Immediate, so it runs before the client
+    /// gets the turn's end: a client that answers at once (tool results) finds the holding.
+    pub(super) fn hold(
         self: &Arc<Self>,
         worker: Object<OwnerManager>,
         owner_state: Arc<OwnerState>,
         outcome: &TurnOutcome,
         cut: CancellationToken,
         plan: HoldPlan,
-    ) {
+    ) -> Option<Object<OwnerManager>> {
         if !holdable(outcome, &cut)
             || !self.may_hold(&plan.profile.profile)
             || !self.may_keep(&worker)
         {
-            self.release(worker, &owner_state, outcome).await;
-            return;
+            return Some(worker);
         }
         let conversation = plan.continuation.after(&outcome.answer);
         tracing::debug!(worker = %worker.id(), ?conversation, "holding the conversation");
@@ -159,6 +159,7 @@ impl PoolInner {
             parked: !outcome.awaiting_tools.is_empty(),
             cut,
         });
+        None
     }
 
     /// Ends a holding: reset and back to the owner's pool, or retired, by policy.

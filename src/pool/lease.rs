@@ -64,14 +64,16 @@ impl Lease {
             worker,
             request,
             move |worker, outcome, cut, reply| async move {
-                // The client has its answer first; the reset happens after.
+                // A holding is immediate and comes first, so that the client's next request
+                // (tool results, sent as soon as a tool ran) finds it.
+                let worker = match hold {
+                    Some(plan) => pool.hold(worker, owner.clone(), &outcome, cut, plan),
+                    None => Some(worker),
+                };
+                // The client has its answer before a reset, which takes a while.
                 reply.await;
-                match hold {
-                    Some(plan) => {
-                        pool.hold_or_release(worker, owner, &outcome, cut, plan)
-                            .await
-                    }
-                    None => pool.release(worker, &owner, &outcome).await,
+                if let Some(worker) = worker {
+                    pool.release(worker, &owner, &outcome).await;
                 }
             },
         )
