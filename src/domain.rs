@@ -60,51 +60,49 @@ impl TurnRequest {
                 })
                 .collect()
         };
+        // Results that answer nothing first: they name the client's mistake best.
         for (i, (role, content)) in messages.iter().enumerate() {
-            match role {
-                Role::User => {
-                    let answered = results(content);
-                    if answered.is_empty() {
-                        continue;
-                    }
-                    let made = match i.checked_sub(1).map(|j| messages[j]) {
-                        Some((Role::Assistant, previous)) => calls(previous),
-                        _ => Vec::new(),
-                    };
-                    if let Some(unknown) = answered.iter().find(|id| !made.contains(id)) {
-                        return Err(InvalidRequest(format!(
-                            "a tool_result answers the tool call {unknown:?}, which the assistant \
-                             message just before it did not make (its calls: {made:?})"
-                        )));
-                    }
-                    let mut seen = Vec::new();
-                    if let Some(twice) = answered.iter().find(|id| {
-                        let again = seen.contains(id);
-                        seen.push(*id);
-                        again
-                    }) {
-                        return Err(InvalidRequest(format!(
-                            "the tool call {twice:?} has more than one tool_result"
-                        )));
-                    }
+            if *role == Role::User {
+                let answered = results(content);
+                if answered.is_empty() {
+                    continue;
                 }
-                Role::Assistant => {
-                    let made = calls(content);
-                    if made.is_empty() {
-                        continue;
-                    }
-                    let answered = match messages.get(i + 1) {
-                        Some((Role::User, next)) => results(next),
-                        _ => Vec::new(),
-                    };
-                    let missing: Vec<&String> =
-                        made.iter().filter(|id| !answered.contains(id)).collect();
-                    if !missing.is_empty() {
-                        return Err(InvalidRequest(format!(
-                            "the tool calls {missing:?} have no tool_result: each tool_use needs \
-                             a tool_result in the user message that follows it"
-                        )));
-                    }
+                let made = match i.checked_sub(1).map(|j| messages[j]) {
+                    Some((Role::Assistant, previous)) => calls(previous),
+                    _ => Vec::new(),
+                };
+                if let Some(unknown) = answered.iter().find(|id| !made.contains(id)) {
+                    return Err(InvalidRequest(format!(
+                        "a tool_result answers the tool call {unknown:?}, which the assistant \
+                             message just before it did not make (its calls: {made:?})"
+                    )));
+                }
+                let mut seen = Vec::new();
+                if let Some(twice) = answered.iter().find(|id| {
+                    let again = seen.contains(id);
+                    seen.push(*id);
+                    again
+                }) {
+                    return Err(InvalidRequest(format!(
+                        "the tool call {twice:?} has more than one tool_result"
+                    )));
+                }
+            }
+        }
+        for (i, (role, content)) in messages.iter().enumerate() {
+            if *role == Role::Assistant {
+                let made = calls(content);
+                let answered = match messages.get(i + 1) {
+                    Some((Role::User, next)) => results(next),
+                    _ => Vec::new(),
+                };
+                let missing: Vec<&String> =
+                    made.iter().filter(|id| !answered.contains(id)).collect();
+                if !missing.is_empty() {
+                    return Err(InvalidRequest(format!(
+                        "the tool calls {missing:?} have no tool_result: each tool_use needs a \
+                         tool_result in the user message that follows it"
+                    )));
                 }
             }
         }

@@ -13,7 +13,8 @@
 //! text block of the last user message. A last user message carrying
 //! `tool_result` blocks is answered with `"Tool said: "` and every result in
 //! order, joined with `" | "` (`"[error] "` before a failed one, `"[image]"`
-//! for an image).
+//! for an image); `[[slow]]` and `[[long]]` in a tool result pace that answer as they would
+//! a prompt.
 //!
 //! `[[tool]]` makes the model run `TOOL_COMMAND` with the CLI's Bash tool, or the command
 //! given as `[[cmd:…]]` (up to the last `]]`).
@@ -743,6 +744,13 @@ fn plan(rec: &RecordedRequest) -> Planned {
         }
     }
     let has = |k: &str| text.contains(k);
+    // `[[slow]]` and `[[long]]` also work inside tool results (a slow or long resumed turn).
+    let results_text: String = rec
+        .tool_results()
+        .into_iter()
+        .map(|(_, _, text)| text)
+        .collect();
+    let paced = |k: &str| has(k) || results_text.contains(k);
     let midfail = has("[[midfail]]");
     let mut blocks = Vec::new();
     let mut stop_reason = "end_turn";
@@ -761,6 +769,10 @@ fn plan(rec: &RecordedRequest) -> Planned {
         }
         deltas.truncate(MIDFAIL_DELTAS);
         blocks.push(Block::Text(deltas));
+    } else if !rec.tool_results().is_empty() && paced("[[long]]") {
+        blocks.push(Block::Text(
+            (0..LONG_DELTAS).map(|i| format!("w{i} ")).collect(),
+        ));
     } else if !rec.tool_results().is_empty() {
         let said: Vec<String> = rec
             .tool_results()
@@ -877,7 +889,7 @@ fn plan(rec: &RecordedRequest) -> Planned {
     Planned::Reply(Reply {
         blocks,
         stop_reason,
-        slow: has("[[slow]]"),
+        slow: paced("[[slow]]"),
         midfail,
     })
 }
