@@ -6,11 +6,13 @@
 //!
 //! Run: `cargo bench --bench pool` (needs the images from images/build.sh). Sizes can be set
 //! with BENCH_REQUESTS (per measured phase, default 40); BENCH_PHASES picks phases
-//! (`relay,host,reuse,fresh,follow,http`, default all). `relay` is the relay's own first-delta
+//! (`relay,host,reuse,fresh,follow,http,tools`, default all). `relay` is the relay's own first-delta
 //! overhead. `http` runs everything through ccpool's HTTP server with default pool settings: a
 //! burst right after start, stateless three-turn conversations at c=1 and c=4, a new session's
 //! first turn (BENCH_BURST sets the burst size, default 80). Workers run on the internal test
-//! network and reach the mock through the relay.
+//! network and reach the mock through the relay. `tools` times a client tool round trip through
+//! HTTP: the first delta of a warm first turn, of a parked turn resumed by its results, and of
+//! results replayed.
 
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
@@ -739,6 +741,152 @@ async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
     phases
 }
 
+/// A streamed `POST /v1/messages` with client tools: (time to the first delta of any kind, the
+/// message's content blocks as a client would send them back).
+async fn http_tool_turn(
+    http: &reqwest::Client,
+    url: &str,
+    messages: &[serde_json::Value],
+    tools: &serde_json::Value,
+) -> (Duration, Vec<serde_json::Value>) {
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32000,
+        "stream": true,
+        "messages": messages,
+        "tools": tools,
+    });
+    let started = Instant::now();
+    let response = http
+        .post(url)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", "bench-tools")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let mut bytes = response.bytes_stream();
+    let (mut buffer, mut first) = (String::new(), None);
+    let (mut blocks, mut inputs) = (Vec::<serde_json::Value>::new(), Vec::<String>::new());
+    while let Some(chunk) = bytes.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("body")));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let data: serde_json::Value = serde_json::from_str(data).expect("SSE data");
+            match data["type"].as_str() {
+                Some("content_block_start") => {
+                    blocks.push(data["content_block"].clone());
+                    inputs.push(String::new());
+                }
+                Some("content_block_delta") => {
+                    first.get_or_insert(started.elapsed());
+                    let i = data["index"].as_u64().expect("index") as usize;
+                    if let Some(t) = data["delta"]["text"].as_str() {
+                        let text = format!("{}{t}", blocks[i]["text"].as_str().unwrap_or(""));
+                        blocks[i]["text"] = serde_json::json!(text);
+                    }
+                    if let Some(part) = data["delta"]["partial_json"].as_str() {
+                        inputs[i].push_str(part);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (block, input) in blocks.iter_mut().zip(inputs) {
+        if block["type"] == "tool_use" {
+            block["input"] = serde_json::from_str(&input).expect("tool input");
+        }
+    }
+    (first.expect("a delta"), blocks)
+}
+
+/// A client tool round trip through HTTP, one owner, c=1, `rounds` times: a warm first turn
+/// (tools offered, no call), then a call that parks its worker and the results that resume it
+/// (first delta of the resumed turn), then results whose call no worker holds (a history
+/// replayed through the transcript, as after a release or on another instance).
+async fn bench_tools(mock: &MockUpstream, rounds: usize) -> Vec<Phase> {
+    use serde_json::json;
+    let config = PoolConfig {
+        // Plain holdings are let go at the reaper's next pass, so that rounds do not fill
+        // the pool; parked ones wait as they do by default.
+        hold_idle: Duration::from_millis(1),
+        ..PoolConfig::default()
+    };
+    let stack = http_stack(mock, "tools", config).await;
+    let warm = PoolConfig::default().warm_default;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/messages", stack.url);
+    let tools = json!([{"name": "get_weather", "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let (mut firsts, mut resumed, mut replayed) = (Vec::new(), Vec::new(), Vec::new());
+    let (cpu0, t0) = (machine_cpu(), Instant::now());
+    for i in 0..rounds {
+        assert!(stack.pool.wait_warm(warm, Duration::from_secs(120)).await);
+        let hello = [json!({"role": "user", "content": format!("hello {i}")})];
+        firsts.push(http_tool_turn(&http, &url, &hello, &tools).await.0);
+
+        let mut messages = vec![
+            json!({"role": "user", "content": format!("[[call]] weather {i} [[input:{{\"city\":\"Oslo\"}}]]")}),
+        ];
+        let (_, call) = http_tool_turn(&http, &url, &messages, &tools).await;
+        let id = call
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .expect("a call")["id"]
+            .clone();
+        messages.push(json!({"role": "assistant", "content": call}));
+        messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "snow"}]}));
+        let continued = stack.pool.status().continued;
+        resumed.push(http_tool_turn(&http, &url, &messages, &tools).await.0);
+        assert_eq!(
+            stack.pool.status().continued,
+            continued + 1,
+            "resumed, not replayed"
+        );
+
+        let orphan = format!("toolu_bench_{i}_{}", uuid::Uuid::new_v4().simple());
+        let history = [
+            json!({"role": "user", "content": format!("weather {i}?")}),
+            json!({"role": "assistant", "content": [{"type": "tool_use", "id": orphan, "name": "get_weather", "input": {"city": "Lima"}}]}),
+            json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": orphan, "content": "mild"}]}),
+        ];
+        replayed.push(http_tool_turn(&http, &url, &history, &tools).await.0);
+        // The round's holdings end before the next round.
+        while stack.pool.status().profiles.iter().any(|p| p.held > 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (wall, cpu) = (t0.elapsed(), machine_cpu() - cpu0);
+    let turns = rounds * 4;
+    let phase = |name: &str, first_delta: Vec<Duration>| Phase {
+        name: name.into(),
+        first_delta,
+        requests: turns,
+        wall,
+        cpu,
+    };
+    let p50 = |d: &[Duration]| {
+        let mut d = d.to_vec();
+        d.sort();
+        percentile(&d, 0.5)
+    };
+    println!(
+        "  (tools: parked resume p50 - warm first turn p50 = {:+.1} ms; target <= 10 ms)",
+        (p50(&resumed).as_secs_f64() - p50(&firsts).as_secs_f64()) * 1e3
+    );
+    stack.stop().await;
+    vec![
+        phase("http tools: warm first turn, c=1", firsts),
+        phase("http tools: parked resume, c=1", resumed),
+        phase("http tools: replayed results, c=1", replayed),
+    ]
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -786,6 +934,9 @@ fn main() {
         }
         if run("http") {
             phases.extend(bench_http(&mock, n).await);
+        }
+        if run("tools") {
+            phases.extend(bench_tools(&mock, (n / 4).max(3)).await);
         }
         println!();
         for p in &phases {
