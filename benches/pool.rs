@@ -856,8 +856,14 @@ async fn bench_tools(mock: &MockUpstream, rounds: usize) -> Vec<Phase> {
             json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": orphan, "content": "mild"}]}),
         ];
         replayed.push(http_tool_turn(&http, &url, &history, &tools).await.0);
-        // The round's holdings end before the next round.
-        while stack.pool.status().profiles.iter().any(|p| p.held > 0) {
+        // The round's holdings end (and their resets finish) before the next round.
+        while stack
+            .pool
+            .status()
+            .profiles
+            .iter()
+            .any(|p| p.held > 0 || p.busy > 0)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
