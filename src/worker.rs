@@ -194,6 +194,10 @@ pub struct Worker {
     lists_served: u64,
     /// Its token for the relay; revoked when the worker is dropped.
     token: Option<WorkerToken>,
+    /// The names of the client tools this CLI process has offered: the CLI (2.1.327) may keep
+    /// offering a tool that a new non-empty list drops, in the same conversation and after a
+    /// rewind, until the process is replaced.
+    offered: Vec<String>,
     next_request: u64,
     settings: Arc<WorkerSettings>,
     /// The capacity slot this worker holds in its pool.
@@ -305,6 +309,7 @@ impl Worker {
             inbox: VecDeque::new(),
             lists_served: 0,
             token,
+            offered: Vec::new(),
             next_request: 0,
             settings: settings.clone(),
             permit: None,
@@ -597,6 +602,16 @@ impl Worker {
         result
     }
 
+    /// Whether the CLI might offer, along with `tools`, a tool of an earlier turn that they
+    /// drop (an empty list offers nothing).
+    fn would_keep_offering(&self, tools: &[ToolSpec]) -> bool {
+        !tools.is_empty()
+            && self
+                .offered
+                .iter()
+                .any(|name| !tools.iter().any(|t| &t.name == name))
+    }
+
     /// Makes the CLI offer `tools` from its next upstream request on: the in-band server
     /// notifies `tools/list_changed`, and the CLI fetches the list again at once.
     async fn set_tools(&mut self, tools: Vec<ToolSpec>) -> Result<(), WorkerError> {
@@ -701,6 +716,18 @@ impl Worker {
             return self.resume(request.content, out, cancel).await;
         }
         let (history, content) = results_into_history(request.history, request.content);
+        let tools = match request.tool_choice {
+            ToolChoice::None => Vec::new(),
+            _ => request.tools,
+        };
+        if history.is_empty() && self.conversation.is_none() && self.would_keep_offering(&tools) {
+            // A new conversation that must not be offered a tool of an earlier one: a new
+            // process, which lists exactly these tools from its start.
+            self.tools = tools.clone();
+            if let Err(e) = self.relaunch(None).await {
+                return TurnOutcome::failed(format!("starting the CLI for a new tool list: {e}"));
+            }
+        }
         if !history.is_empty() {
             if let Err(e) = self.replay(&history).await {
                 self.mark_broken(format!("replaying the history: {e}"));
@@ -729,12 +756,13 @@ impl Worker {
                 }
             }
         }
-        let tools = match request.tool_choice {
-            ToolChoice::None => Vec::new(),
-            _ => request.tools,
-        };
         if let Err(e) = self.set_tools(tools).await {
             return TurnOutcome::failed(format!("changing the tool list: {e}"));
+        }
+        for tool in &self.tools {
+            if !self.offered.contains(&tool.name) {
+                self.offered.push(tool.name.clone());
+            }
         }
         let line = self.user_line(content);
         if let Err(e) = self.write_line(&line).await {

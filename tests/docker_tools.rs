@@ -360,18 +360,22 @@ async fn bad_resumes_are_refused_and_a_parked_turn_can_be_ended_and_the_worker_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_cli_changes_its_tool_list_between_turns() {
+async fn a_running_cli_changes_its_tool_list_between_turns_and_never_offers_a_dropped_tool() {
     let mut bench = Bench::start().await;
     let pid = bench.cli_pid().await;
     let (_, outcome) = bench.turn(with_tools("first", vec![weather()])).await;
     assert!(outcome.is_success(), "{outcome:?}");
+    // A new conversation whose list drops a tool: the CLI would keep offering it (even after
+    // a rewind), so it gets a new process.
     bench.worker().reset(Duration::from_secs(20)).await.unwrap();
-    let started = Instant::now();
     let (_, outcome) = bench.turn(with_tools("second", vec![clock()])).await;
-    eprintln!("turn with a changed tool list took {:?}", started.elapsed());
     assert!(outcome.is_success(), "{outcome:?}");
-    // Within one conversation the CLI keeps offering the tools it offered before; a new
-    // conversation (after a reset) gets exactly the new list.
+    let second_pid = bench.cli_pid().await;
+    assert_ne!(
+        second_pid, pid,
+        "a new CLI process for a list that drops a tool"
+    );
+    // No tools at all offers nothing, on the same process.
     bench.worker().reset(Duration::from_secs(20)).await.unwrap();
     let (_, outcome) = bench
         .turn(TurnRequest {
@@ -380,25 +384,44 @@ async fn a_running_cli_changes_its_tool_list_between_turns() {
         })
         .await;
     assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(bench.cli_pid().await, second_pid);
+    // Dropping a tool again: a new process again. A list that only adds tools then changes
+    // on the running CLI, within the conversation.
+    bench.worker().reset(Duration::from_secs(20)).await.unwrap();
+    let (_, outcome) = bench.turn(with_tools("fourth", vec![weather()])).await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    let fourth_pid = bench.cli_pid().await;
+    assert_ne!(fourth_pid, second_pid);
+    let started = Instant::now();
+    let (_, outcome) = bench
+        .turn(with_tools("fifth", vec![weather(), clock()]))
+        .await;
+    eprintln!("turn with a changed tool list took {:?}", started.elapsed());
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(
+        bench.cli_pid().await,
+        fourth_pid,
+        "the list changed on the running CLI"
+    );
     let offered: Vec<Vec<Value>> = bench
         .mock
         .message_requests()
         .iter()
         .map(|r| r.client_tools().iter().map(|t| t["name"].clone()).collect())
         .collect();
-    assert_eq!(offered[0], vec![json!("mcp__client__get_weather")]);
-    // The new tool is offered at once. A reset by rewind keeps the CLI's session, and the CLI
-    // then still offers a tool it offered before (known, not yet solved).
-    assert!(
-        offered[1].contains(&json!("mcp__client__get_time")),
-        "{offered:?}"
-    );
+    let weather_name = json!("mcp__client__get_weather");
+    let clock_name = json!("mcp__client__get_time");
     assert_eq!(
-        offered[2],
-        Vec::<Value>::new(),
-        "tool_choice none offers nothing"
+        offered,
+        vec![
+            vec![weather_name.clone()],
+            vec![clock_name.clone()],
+            vec![],
+            vec![weather_name.clone()],
+            vec![clock_name, weather_name],
+        ],
+        "exactly each turn's tools, by name (tool_choice none offers nothing)"
     );
-    assert_eq!(bench.cli_pid().await, pid, "the same process throughout");
     bench.finish().await;
 }
 

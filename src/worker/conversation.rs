@@ -108,6 +108,8 @@ impl Worker {
             self.kill_process().await;
         }
         self.conversation = None;
+        // A new process offers only what it lists from its start.
+        self.offered.clear();
         let (stdin, events) = spawn_cli(
             self.runtime.as_ref(),
             &settings,
