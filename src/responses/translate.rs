@@ -530,7 +530,15 @@ fn tools(raw: Vec<ToolParam>) -> Result<(Vec<ToolSpec>, Vec<FunctionTool>), Open
         }
         let schema = match &tool.parameters {
             None | Some(Value::Null) => r#"{"type":"object","properties":{}}"#.to_string(),
-            Some(schema @ Value::Object(_)) => schema.to_string(),
+            Some(schema @ Value::Object(_)) => {
+                if let Some(why) = crate::dialect::tool_schema_error(schema) {
+                    return Err(OpenAiError::invalid(
+                        format!("{at}.parameters"),
+                        format!("{at}.parameters: {why}"),
+                    ));
+                }
+                schema.to_string()
+            }
             Some(_) => {
                 return Err(OpenAiError::invalid(
                     format!("{at}.parameters"),
@@ -1129,6 +1137,13 @@ mod unit {
             with(json!({"tools": [{"type": "function", "name": "f", "parameters": "x"}]})),
             "tools[0].parameters",
             "schema",
+        );
+        refused(
+            with(
+                json!({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": 7}}}}]}),
+            ),
+            "tools[0].parameters",
+            "not a valid JSON Schema",
         );
         refused(
             with(
