@@ -3,8 +3,9 @@
 //! carrying the results resumes it with no CLI start (no new container, the same CLI process
 //! in every container, the start counter unchanged); parallel calls, failed results, an image
 //! in a result, forced tools, bad input (400s that name the problem, the worker still parked),
-//! a parked worker released after its idle time whose results are then replayed, and clients
-//! that leave while parked or while the resumed turn streams.
+//! a parked worker released after its idle time or retired under capacity pressure whose
+//! results are then replayed, and clients that leave while parked or while the resumed turn
+//! streams.
 
 mod support;
 
@@ -687,6 +688,61 @@ async fn a_parked_worker_is_released_after_its_idle_time_and_the_results_are_the
     );
     assert!(
         body.contains(r#""name":"mcp__client__get_weather""#),
+        "{body}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_worker_gives_way_under_capacity_pressure_and_its_results_are_replayed() {
+    let config = PoolConfig {
+        max_workers: 2,
+        ..pool_config(reuse(), 1)
+    };
+    let s = stack(config).await;
+    let mut messages = vec![user("[[call]] go")];
+    let first = s.message(&anthropic(&messages, &[weather()], false)).await;
+    let id = tool_uses(&first)[0]["id"].clone();
+    assert_eq!(s.parked(), 1);
+    s.starts().await;
+    let retired = s.pool.status().retired;
+
+    // Another owner takes the warm worker, and while it streams asks for one more: the pool is
+    // full, so the parked worker (the only holding) is retired to make room.
+    let busy = s
+        .post_as(
+            "key-other",
+            "/v1/messages",
+            &anthropic(&[user("[[slow]] [[long]] busy")], &[], true),
+        )
+        .await;
+    assert_eq!(busy.status(), 200);
+    let mut bytes = busy.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("text_delta") {
+        seen.push_str(&String::from_utf8_lossy(
+            &bytes.next().await.unwrap().unwrap(),
+        ));
+    }
+    let other = s
+        .message_as("key-other", &anthropic(&[user("more")], &[], false))
+        .await;
+    assert_eq!(text_of(&other), "Echo: more");
+    drop(bytes);
+    let status = s.pool.status();
+    assert_eq!(s.parked(), 0, "{status:?}");
+    assert_eq!(status.retired, retired + 1, "{status:?}");
+
+    // The results come back: replayed, and the turn completes.
+    let replayed = status.replayed;
+    messages.push(json!({"role": "assistant", "content": first["content"]}));
+    messages.push(json!({"role": "user", "content": [result(&id, json!("late"), false)]}));
+    let answer = s.message(&anthropic(&messages, &[weather()], false)).await;
+    assert_eq!(answer["stop_reason"], "end_turn", "{answer}");
+    assert_eq!(s.pool.status().replayed, replayed + 1);
+    let body = s.mock.message_requests().pop().unwrap().all_text();
+    assert!(
+        body.contains(id.as_str().unwrap()) && body.contains("late"),
         "{body}"
     );
     s.stop().await;
