@@ -137,9 +137,14 @@ pub struct RuntimeArgs {
     /// Containers at most.
     #[arg(long, env = "CCPOOL_MAX_WORKERS", default_value_t = 8)]
     pub max_workers: usize,
-    /// Warm workers kept for the default launch profile.
+    /// Warm workers kept at least for the default launch profile.
     #[arg(long, env = "CCPOOL_WARM", default_value_t = 2)]
     pub warm: usize,
+    /// Adaptive warm pool: each launch profile keeps as many warm workers as the most
+    /// requests it had in flight at once within this many seconds (at least its minimum, at
+    /// most --max-workers; 0 turns it off).
+    #[arg(long, env = "CCPOOL_DEMAND_WINDOW_SECS", default_value_t = 60)]
+    pub demand_window_secs: u64,
     /// Seconds a request may wait for a worker before it is told the pool is busy.
     #[arg(long, env = "CCPOOL_CHECKOUT_TIMEOUT_SECS", default_value_t = 30)]
     pub checkout_timeout_secs: u64,
@@ -307,6 +312,7 @@ impl RuntimeArgs {
             },
             max_workers: self.max_workers,
             warm_default: self.warm,
+            demand_window: Duration::from_secs(self.demand_window_secs),
             checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             hold_idle: Duration::from_secs(self.hold_idle_secs),

@@ -38,6 +38,10 @@ struct FakeState {
     written: Vec<String>,
     volumes: HashMap<String, HashMap<String, String>>,
     starts: u64,
+    /// Containers of this launch profile (its fingerprint) fail to start.
+    failing_profile: Option<String>,
+    /// Container starts that failed that way.
+    failed_starts: u64,
 }
 
 struct FakeContainer {
@@ -102,6 +106,16 @@ impl FakeRuntime {
         self.state.lock().unwrap().written.clone()
     }
 
+    /// Makes every container start of `profile` fail (like a missing image), or none.
+    pub fn fail_starts_of(&self, profile: Option<&LaunchProfile>) {
+        self.state.lock().unwrap().failing_profile = profile.map(LaunchProfile::fingerprint);
+    }
+
+    /// How many container starts failed because of `fail_starts_of`.
+    pub fn failed_starts(&self) -> u64 {
+        self.state.lock().unwrap().failed_starts
+    }
+
     /// Kills a container behind the pool's back, like `docker kill`.
     pub fn kill(&self, container: &str) {
         if let Some(c) = self.state.lock().unwrap().containers.remove(container) {
@@ -115,6 +129,11 @@ impl ContainerRuntime for FakeRuntime {
     async fn start_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         tokio::time::sleep(self.start_delay).await;
         let mut state = self.state.lock().unwrap();
+        let profile = spec.labels.get(crate::runtime::LABEL_PROFILE);
+        if profile.is_some() && profile == state.failing_profile.as_ref() {
+            state.failed_starts += 1;
+            return Err(RuntimeError::CreateContainer("no such image (fake)".into()));
+        }
         state.next_id += 1;
         state.starts += 1;
         let id = format!("fake{:04}", state.next_id);

@@ -61,7 +61,9 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
             json!({
                 "profile": p.fingerprint, "default": p.is_default, "warm": p.warm,
                 "starting": p.starting, "waiting": p.waiting, "idle": p.idle, "busy": p.busy,
-                "held": p.held, "parked": p.parked,
+                "held": p.held, "parked": p.parked, "in_flight": p.in_flight,
+                "target": {"warm": p.target, "why": p.target_reason},
+                "failed_starts": p.failed_starts,
             })
         })
         .collect();

@@ -15,24 +15,70 @@ use super::reservoir::ProfilePool;
 use super::{PoolInner, lock};
 use crate::worker::Worker;
 
+/// How many warm workers a profile should have, and why (shown in `/status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Target {
+    pub(super) count: usize,
+    pub(super) why: String,
+}
+
 impl PoolInner {
-    /// How many warm workers each profile should have now.
-    pub(super) fn targets(&self) -> Vec<(Arc<ProfilePool>, usize)> {
-        let profiles = lock(&self.profiles);
+    /// How many warm workers each profile should have now, and why.
+    pub(super) fn targets(&self) -> Vec<(Arc<ProfilePool>, Target)> {
+        let profiles = lock(&self.profiles).clone();
         profiles
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let target = if i == 0 {
-                    self.config.warm_default
-                } else if i <= self.config.recent_profiles {
-                    self.config.warm_recent
-                } else {
-                    0
-                };
-                (p.clone(), target)
-            })
+            .map(|(rank, p)| (p.clone(), self.target_of(rank, p)))
             .collect()
+    }
+
+    /// A profile's target: the peak of its requests in flight at once within the demand
+    /// window, at least its configured minimum (by its rank: the default profile first, then
+    /// the others, most recently used first), at most `max_workers`; none once the filler
+    /// gave it up after failed starts.
+    fn target_of(&self, rank: usize, profile: &ProfilePool) -> Target {
+        let config = &self.config;
+        if profile.failures.given_up() {
+            let failed = profile.failures.in_a_row();
+            return Target {
+                count: 0,
+                why: format!(
+                    "not refilled after {failed} failed starts in a row, until a request asks for it"
+                ),
+            };
+        }
+        let (minimum, why) = if rank == 0 {
+            (config.warm_default, "configured minimum (--warm)".to_string())
+        } else if rank <= config.recent_profiles {
+            (
+                config.warm_recent,
+                format!(
+                    "minimum of the {} most recently used other profiles",
+                    config.recent_profiles
+                ),
+            )
+        } else {
+            (0, "no recent demand".to_string())
+        };
+        let window = config.demand_window;
+        let peak = if window.is_zero() {
+            0
+        } else {
+            profile.demand.peak(window)
+        };
+        let (count, why) = if peak > minimum {
+            (peak, format!("peak {peak} in last {}s", window.as_secs()))
+        } else {
+            (minimum, why)
+        };
+        if count > config.max_workers {
+            return Target {
+                count: config.max_workers,
+                why: format!("{why}, capped at --max-workers"),
+            };
+        }
+        Target { count, why }
     }
 
     /// Retires idle workers past the idle timeout or the reuse policy, forgets empty owner
@@ -57,30 +103,38 @@ impl PoolInner {
                     || entry.last_checkout.elapsed() < idle_timeout
             });
             drop(owners);
-            self.count_retired(profile.trim(target));
+            self.count_retired(profile.trim(target.count));
         }
     }
 }
 
 /// Keeps workers warm: tops every profile's reservoir up to its target plus the requests
-/// waiting for it, within the capacity, and reaps idle workers.
+/// waiting for it, within the capacity, and reaps idle workers. A profile whose starts fail
+/// gets one start at a time, each after a longer wait (`StartBackoff`).
 pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken) {
-    let mut starts: JoinSet<bool> = JoinSet::new();
-    let mut backoff = Duration::ZERO;
+    let mut starts: JoinSet<()> = JoinSet::new();
     loop {
         let Some(inner) = pool.upgrade() else { break };
         inner.reap();
-        let mut start_failed = false;
+        let mut tick = Duration::from_secs(1);
         for (profile, target) in inner.targets() {
+            if let Some(at) = profile.failures.backing_off_until() {
+                tick = tick.min(at.saturating_duration_since(tokio::time::Instant::now()));
+                continue;
+            }
             let have = profile.warm() + profile.starting();
-            let want = target + profile.waiting();
+            let mut want = target.count + profile.waiting();
+            if profile.failures.in_a_row() > 0 {
+                // Its last start failed: one at a time until one succeeds.
+                want = want.min(profile.warm() + 1);
+            }
             for _ in have..want {
                 if starts.len() >= inner.config.max_concurrent_starts {
                     break;
                 }
                 let permit = match inner.capacity.clone().try_acquire_owned() {
                     Ok(permit) => permit,
-                    Err(_) if profile.unserved() > 0 && inner.evict_one_idle() => {
+                    Err(_) if profile.unserved() > 0 && inner.evict_one_idle(Some(&profile)) => {
                         // Requests wait that no warm worker or start in flight will serve:
                         // the evicted worker's permit comes back once it is dropped.
                         continue;
@@ -94,29 +148,11 @@ pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken)
         let wake_signal = inner.wake.clone();
         let wake = wake_signal.notified();
         drop(inner);
-        let tick = if backoff.is_zero() {
-            Duration::from_secs(1)
-        } else {
-            backoff
-        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = wake => {}
             _ = tokio::time::sleep(tick) => {}
-            Some(done) = starts.join_next(), if !starts.is_empty() => {
-                start_failed = matches!(done, Ok(false) | Err(_));
-            }
-        }
-        backoff = if start_failed {
-            (backoff * 2).clamp(Duration::from_millis(250), Duration::from_secs(30))
-        } else {
-            Duration::ZERO
-        };
-        if start_failed {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
-            }
+            Some(_) = starts.join_next(), if !starts.is_empty() => {}
         }
     }
     // Let starts in flight finish (each is bounded by the start timeout): an aborted start
@@ -124,12 +160,9 @@ pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken)
     while starts.join_next().await.is_some() {}
 }
 
-/// Starts one worker for `profile` and puts it in the reservoir; returns whether it started.
-async fn start_worker(
-    inner: Arc<PoolInner>,
-    profile: Arc<ProfilePool>,
-    permit: OwnedSemaphorePermit,
-) -> bool {
+/// Starts one worker for `profile` and puts it in the reservoir; a failure backs the profile
+/// off.
+async fn start_worker(inner: Arc<PoolInner>, profile: Arc<ProfilePool>, permit: OwnedSemaphorePermit) {
     let started = Worker::start(
         inner.runtime.clone(),
         inner.settings.clone(),
@@ -137,11 +170,8 @@ async fn start_worker(
     )
     .await;
     profile.starting.fetch_sub(1, Ordering::SeqCst);
-    let ok = match started {
-        Ok(worker) if inner.cancel.is_cancelled() => {
-            worker.remove().await;
-            false
-        }
+    match started {
+        Ok(worker) if inner.cancel.is_cancelled() => worker.remove().await,
         Ok(mut worker) => {
             if !worker.models().is_empty() {
                 *lock(&inner.models) = worker.models().to_vec();
@@ -152,15 +182,14 @@ async fn start_worker(
             worker.attach(permit, inner.graveyard.clone());
             inner.counters.count_started();
             profile.put_warm(worker);
-            true
         }
         Err(e) => {
             inner.counters.count_start_failure();
-            tracing::warn!(cause = %e, "starting a worker");
-            profile.record_start_error(e.to_string());
-            false
+            let (retry_in, given_up) = profile
+                .failures
+                .failed(e.to_string(), &inner.config.start_backoff);
+            tracing::warn!(cause = %e, profile = %profile.profile.fingerprint(), ?retry_in, given_up, "starting a worker");
         }
-    };
+    }
     inner.wake.notify_one();
-    ok
 }

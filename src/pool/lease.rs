@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::PoolInner;
+use super::demand::InFlight;
 use super::hold::HoldPlan;
 use super::owner::{OwnerManager, OwnerState};
 use crate::domain::{TurnEvent, TurnItem, TurnOutcome, TurnRequest};
@@ -24,6 +25,8 @@ pub struct Lease {
     pool: Arc<PoolInner>,
     /// Set for a conversation turn: the worker may hold the conversation afterwards.
     hold: Option<HoldPlan>,
+    /// The request in its profile's demand, until its turn is over.
+    in_flight: Option<InFlight>,
 }
 
 impl Lease {
@@ -37,7 +40,14 @@ impl Lease {
             owner,
             pool,
             hold: None,
+            in_flight: None,
         }
+    }
+
+    /// The request stays counted in its profile's demand until the turn is over.
+    pub(super) fn counting(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// After its turn, the worker holds the conversation if the client saw it whole.
@@ -59,6 +69,7 @@ impl Lease {
         let owner = self.owner.clone();
         let pool = self.pool.clone();
         let hold = self.hold.take();
+        let in_flight = self.in_flight.take();
         spawn_turn(
             &self.pool,
             worker,
@@ -72,6 +83,7 @@ impl Lease {
                 };
                 // The client has its answer before a reset, which takes a while.
                 reply.await;
+                drop(in_flight);
                 if let Some(worker) = worker {
                     pool.release(worker, &owner, &outcome).await;
                 }

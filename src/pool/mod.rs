@@ -12,7 +12,9 @@
 //! (container removal); `status` (counters and snapshots). A semaphore bounds the number of containers; every
 //! worker holds one permit.
 
+mod backoff;
 pub(crate) mod conversation;
+mod demand;
 mod filler;
 mod graveyard;
 mod hold;
@@ -35,9 +37,11 @@ use crate::domain::{LaunchProfile, ModelInfo, OwnerKey, TurnOutcome, TurnRequest
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::worker::{SessionWorkspace, Worker, WorkerSettings};
 
+pub use backoff::StartBackoff;
 pub use lease::{Lease, TurnStream};
 pub use status::{PoolStatus, ProfileStatus};
 
+use demand::InFlight;
 use hold::HoldPlan;
 use reservoir::ProfilePool;
 use status::Counters;
@@ -58,12 +62,18 @@ pub struct PoolConfig {
     pub policy: ReusePolicy,
     /// Containers at most: warm, busy and idle together.
     pub max_workers: usize,
-    /// Warm workers kept for the default profile.
+    /// Warm workers kept for the default profile at least.
     pub warm_default: usize,
-    /// Warm workers kept for each of the most recently used other profiles.
+    /// Warm workers kept at least for each of the most recently used other profiles.
     pub warm_recent: usize,
-    /// How many other profiles keep warm workers.
+    /// How many other profiles keep `warm_recent` warm workers.
     pub recent_profiles: usize,
+    /// The adaptive warm pool: every profile keeps as many warm workers as the most requests
+    /// it had in flight at once within this window (at least its minimum above, at most
+    /// `max_workers`). Zero turns it off.
+    pub demand_window: Duration,
+    /// How the filler backs off a profile whose workers fail to start.
+    pub start_backoff: StartBackoff,
     /// How long a request may wait for a worker before it is told the pool is busy.
     pub checkout_timeout: Duration,
     /// A reusable worker idle this long is retired.
@@ -91,6 +101,8 @@ impl Default for PoolConfig {
             warm_default: 2,
             warm_recent: 1,
             recent_profiles: 2,
+            demand_window: Duration::from_secs(60),
+            start_backoff: StartBackoff::default(),
             checkout_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             reset_timeout: Duration::from_secs(10),
@@ -212,6 +224,22 @@ impl WarmPool {
             return Err(PoolError::Closed);
         }
         let profile_pool = self.inner.profile_pool(profile);
+        let in_flight = profile_pool.demand.begin();
+        self.checkout_counted(profile_pool, owner, in_flight).await
+    }
+
+    /// `checkout`, for a request already counted in its profile's demand.
+    async fn checkout_counted(
+        &self,
+        profile_pool: Arc<ProfilePool>,
+        owner: &OwnerKey,
+        in_flight: InFlight,
+    ) -> Result<Lease, PoolError> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(PoolError::Closed);
+        }
+        // A request for a profile the filler gave up on makes it try again (backing off).
+        profile_pool.failures.asked_for();
         let (owner_pool, owner_state) = self.inner.owner_pool(&profile_pool, owner);
         let limit = self.inner.config.checkout_timeout;
         let get = async {
@@ -227,7 +255,7 @@ impl WarmPool {
                 if worker.uses() > 0 {
                     self.inner.counters.count_reused();
                 }
-                Ok(Lease::new(worker, owner_state, self.inner.clone()))
+                Ok(Lease::new(worker, owner_state, self.inner.clone()).counting(in_flight))
             }
             Ok(Err(managed::PoolError::Backend(e))) => Err(e),
             Ok(Err(managed::PoolError::Closed)) => Err(PoolError::Closed),
@@ -262,11 +290,15 @@ impl WarmPool {
         turn: TurnRequest,
     ) -> Result<TurnStream, PoolError> {
         let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(PoolError::Closed);
+        }
         if !inner.may_hold(profile) {
             return self.run(profile, owner, turn).await;
         }
         let continuation = conversation::continuation(&turn);
         let profile_pool = inner.profile_pool(profile);
+        let in_flight = profile_pool.demand.begin();
         if let Some(held) = inner.take_live_held(&profile_pool, owner, continuation.before) {
             inner.counters.count_continued();
             tracing::debug!(conversation = ?continuation.before, "continuing a held conversation");
@@ -284,14 +316,17 @@ impl WarmPool {
                 continuation,
             };
             let lease = Lease::new(held.into_worker(), owner_state, inner.clone());
-            return Ok(lease.holding(plan).start_turn(request));
+            return Ok(lease.counting(in_flight).holding(plan).start_turn(request));
         }
         if !turn.history.is_empty() {
             inner.counters.count_replayed();
         }
         let lease = match inner.take_over_holding(&profile_pool, owner).await {
-            Some(lease) => lease,
-            None => self.checkout(profile, owner).await?,
+            Some(lease) => lease.counting(in_flight),
+            None => {
+                self.checkout_counted(profile_pool.clone(), owner, in_flight)
+                    .await?
+            }
         };
         let plan = HoldPlan {
             profile: profile_pool,
@@ -318,7 +353,7 @@ impl WarmPool {
                 if let Ok(permit) = inner.capacity.clone().try_acquire_owned() {
                     return Ok(permit);
                 }
-                if !inner.evict_one_idle() {
+                if !inner.evict_one_idle(None) {
                     return inner
                         .capacity
                         .clone()

@@ -159,11 +159,30 @@ impl PoolInner {
         (pool, state)
     }
 
-    /// Retires the idle worker that was used least recently, to make room for a request
-    /// that waits: a plain idle one if there is one, else the least recently used held
-    /// conversation. Returns whether there was one.
-    pub(super) fn evict_one_idle(&self) -> bool {
-        self.evict_one_plain_idle() || self.evict_one_held()
+    /// Retires a worker nobody is using, to make room for a request that waits (of
+    /// `profile`, or a session's when `None`): the least recently used plain idle worker if
+    /// there is one, else a warm worker of another profile (the least recently used profile
+    /// first), else the least recently used held conversation. Returns whether there was one.
+    pub(super) fn evict_one_idle(&self, profile: Option<&ProfilePool>) -> bool {
+        self.evict_one_plain_idle() || self.evict_other_warm(profile) || self.evict_one_held()
+    }
+
+    fn evict_other_warm(&self, profile: Option<&ProfilePool>) -> bool {
+        let profiles = lock(&self.profiles).clone();
+        let other = profiles
+            .iter()
+            .rev()
+            .filter(|p| profile.is_none_or(|wanted| !std::ptr::eq(p.as_ref(), wanted)))
+            .find_map(|p| p.take_newest());
+        match other {
+            Some(worker) => {
+                tracing::debug!(worker = %worker.id(), "retiring a warm worker of another profile to make room");
+                drop(worker);
+                self.count_retired(1);
+                true
+            }
+            None => false,
+        }
     }
 
     fn evict_one_plain_idle(&self) -> bool {

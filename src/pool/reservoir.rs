@@ -1,13 +1,16 @@
 //! One launch profile's workers: its reservoir of never-used warm workers (oldest first), the
-//! starts in flight and the requests waiting for one, and its owners' pools.
+//! starts in flight and the requests waiting for one, its recent demand, its failed starts,
+//! and its owners' pools.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::backoff::StartFailures;
+use super::demand::Demand;
 use super::hold::Held;
 use super::lock;
 use super::owner::{OwnerEntry, OwnerPool};
@@ -26,7 +29,9 @@ pub(super) struct ProfilePool {
     pub(super) owners: Mutex<HashMap<OwnerKey, OwnerEntry>>,
     /// Used workers kept unreset for the conversation they served (see `hold`).
     pub(super) held: Mutex<Vec<Held>>,
-    last_start_error: Mutex<Option<(Instant, String)>>,
+    /// Its requests in flight and their recent peak (the adaptive target).
+    pub(super) demand: Arc<Demand>,
+    pub(super) failures: StartFailures,
 }
 
 impl ProfilePool {
@@ -39,7 +44,8 @@ impl ProfilePool {
             waiting: AtomicUsize::new(0),
             owners: Mutex::new(HashMap::new()),
             held: Mutex::new(Vec::new()),
-            last_start_error: Mutex::new(None),
+            demand: Arc::new(Demand::default()),
+            failures: StartFailures::default(),
         }
     }
 
@@ -74,7 +80,7 @@ impl ProfilePool {
     /// Puts a just-started worker in the reservoir and wakes whoever waits for one.
     pub(super) fn put_warm(&self, worker: Worker) {
         lock(&self.reservoir).push_back(worker);
-        *lock(&self.last_start_error) = None;
+        self.failures.succeeded();
         self.reservoir_filled.notify_waiters();
         self.reservoir_filled.notify_one();
     }
@@ -106,16 +112,14 @@ impl ProfilePool {
         }
     }
 
-    pub(super) fn record_start_error(&self, error: String) {
-        *lock(&self.last_start_error) = Some((Instant::now(), error));
-    }
-
     /// Why the latest start failed, if that was less than `within` ago.
     pub(super) fn recent_start_error(&self, within: Duration) -> Option<String> {
-        lock(&self.last_start_error)
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < within)
-            .map(|(_, e)| e.clone())
+        self.failures.recent_error(within)
+    }
+
+    /// Takes the newest reservoir worker out (to make room for another profile's request).
+    pub(super) fn take_newest(&self) -> Option<Worker> {
+        lock(&self.reservoir).pop_back()
     }
 
     pub(super) fn starting(&self) -> usize {

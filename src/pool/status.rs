@@ -70,6 +70,14 @@ pub struct PoolStatus {
 pub struct ProfileStatus {
     pub fingerprint: String,
     pub is_default: bool,
+    /// Warm workers the filler keeps for it now.
+    pub target: usize,
+    /// Why the target is what it is ("peak 4 in last 60s", "configured minimum (--warm)").
+    pub target_reason: String,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Worker starts that failed in a row (the filler backs off).
+    pub failed_starts: u32,
     /// Never-used workers ready to serve.
     pub warm: usize,
     pub starting: usize,
@@ -88,11 +96,11 @@ pub struct ProfileStatus {
 impl WarmPool {
     pub fn status(&self) -> PoolStatus {
         let inner = &self.inner;
-        let profiles = lock(&inner.profiles).clone();
-        let profiles = profiles
-            .iter()
+        let profiles = inner
+            .targets()
+            .into_iter()
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, (p, target))| {
                 let (held, parked) = p.held_counts();
                 let (idle, out) = p.owner_pools().iter().fold((0, 0), |(idle, out), pool| {
                     let s = pool.status();
@@ -102,6 +110,10 @@ impl WarmPool {
                 ProfileStatus {
                     fingerprint: p.profile.fingerprint(),
                     is_default: i == 0,
+                    target: target.count,
+                    target_reason: target.why,
+                    in_flight: p.demand.active(),
+                    failed_starts: p.failures.in_a_row(),
                     warm: p.warm(),
                     starting: p.starting(),
                     waiting: p.waiting(),

@@ -716,3 +716,143 @@ async fn a_held_conversation_is_evicted_when_another_owner_needs_the_capacity() 
     );
     pool.shutdown(Duration::from_secs(2)).await;
 }
+
+// The adaptive warm pool and the filler's backoff.
+
+/// Waits (at most 10 s) until the pool's status satisfies `done`; returns that status.
+async fn until(pool: &WarmPool, done: impl Fn(&PoolStatus) -> bool) -> PoolStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = pool.status();
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never reached: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_warm_target_follows_the_recent_peak_of_demand_and_decays_when_it_goes() {
+    let fake = FakeRuntime::new();
+    let config = PoolConfig {
+        max_workers: 8,
+        demand_window: Duration::from_secs(1),
+        ..config(reuse(10))
+    };
+    let pool = pool_with(&fake, config).await;
+    let status = pool.status();
+    assert_eq!(status.profiles[0].target, 1);
+    assert_eq!(status.profiles[0].target_reason, "configured minimum (--warm)");
+
+    // Four requests at once (each a different owner, so none waits for another's worker).
+    let leases = futures::future::join_all((0..4).map(|i| {
+        let pool = pool.clone();
+        async move {
+            pool.checkout(&LaunchProfile::default(), &OwnerKey::new(&format!("o{i}")))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let status = until(&pool, |s| s.profiles[0].warm == 4).await;
+    assert_eq!(status.profiles[0].target, 4, "{status:#?}");
+    assert_eq!(status.profiles[0].target_reason, "peak 4 in last 1s");
+    assert_eq!(status.profiles[0].in_flight, 4);
+
+    // The requests end; after the window the target is the minimum again and the reservoir
+    // is trimmed back to it.
+    drop(leases);
+    let status = until(&pool, |s| s.profiles[0].warm == 1).await;
+    assert_eq!(status.profiles[0].target, 1, "{status:#?}");
+    assert_eq!(status.profiles[0].target_reason, "configured minimum (--warm)");
+    assert_eq!(status.profiles[0].in_flight, 0);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn the_target_of_a_busy_profile_is_capped_by_the_capacity() {
+    let fake = FakeRuntime::new();
+    let config = PoolConfig {
+        max_workers: 2,
+        ..config(reuse(10))
+    };
+    let pool = pool_with(&fake, config).await;
+    let owners = ["a", "b", "c"];
+    let checkouts = owners.map(|o| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.checkout(&LaunchProfile::default(), &OwnerKey::new(o))
+                .await
+        })
+    });
+    let status = until(&pool, |s| s.profiles[0].in_flight == 3).await;
+    assert_eq!(status.profiles[0].target, 2, "{status:#?}");
+    assert_eq!(
+        status.profiles[0].target_reason,
+        "peak 3 in last 60s, capped at --max-workers"
+    );
+    for c in checkouts {
+        c.abort();
+    }
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_profile_whose_workers_fail_to_start_is_backed_off_then_given_up_until_asked_for() {
+    let fake = FakeRuntime::new();
+    let config = PoolConfig {
+        checkout_timeout: Duration::from_millis(300),
+        start_backoff: StartBackoff {
+            first: Duration::from_millis(20),
+            max: Duration::from_millis(80),
+            give_up_after: 4,
+        },
+        ..config(reuse(10))
+    };
+    let pool = pool_with(&fake, config).await;
+    let broken = LaunchProfile {
+        system_prompt: Some("broken".into()),
+        ..LaunchProfile::default()
+    };
+    fake.fail_starts_of(Some(&broken));
+    let started = Instant::now();
+    let failed = pool.checkout(&broken, &OwnerKey::anonymous()).await;
+    assert!(
+        matches!(&failed, Err(PoolError::StartFailed(e)) if e.contains("no such image")),
+        "{:?}",
+        failed.map(|_| ())
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // The filler gives the profile up after four failures in a row (more while the request
+    // waited), each after a longer wait: 20, 40, 80, 80 ms.
+    let status = until(&pool, |s| {
+        s.profiles[1].failed_starts >= 4 && s.profiles[1].target_reason.contains("not refilled")
+    })
+    .await;
+    let profile = &status.profiles[1];
+    assert_eq!(profile.target, 0, "{status:#?}");
+    assert!(profile.target_reason.contains(&format!(
+        "not refilled after {} failed starts",
+        profile.failed_starts
+    )));
+    assert_eq!(status.profiles[0].warm, 1, "the default profile is unaffected");
+    let attempts = fake.failed_starts();
+    assert_eq!(attempts, u64::from(profile.failed_starts));
+    assert!(attempts <= 6, "one start at a time, never a storm: {attempts}");
+    // Nothing more is tried for it while nobody asks (four times the longest wait).
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert_eq!(fake.failed_starts(), attempts);
+    assert_eq!(fake.container_ids().len(), 1, "only the default profile's warm worker");
+
+    // A request asks for it again: once its workers start, it is served and healthy.
+    fake.fail_starts_of(None);
+    let lease = pool.checkout(&broken, &OwnerKey::anonymous()).await.unwrap();
+    assert_eq!(lease.worker().profile(), &broken);
+    let status = pool.status();
+    assert_eq!(status.profiles[1].failed_starts, 0, "{status:#?}");
+    assert_eq!(status.start_failures, attempts);
+    drop(lease);
+    pool.shutdown(Duration::from_secs(2)).await;
+}
