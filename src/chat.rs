@@ -210,8 +210,9 @@ pub enum ChatFailure {
 impl ChatRequest {
     /// The profile of the worker to serve this request: the request's profile with its model,
     /// so that a worker is launched with the model it serves and never switches (a switch costs
-    /// an upstream validation request and leaves a note). The configured default model is left
-    /// as `None`, the profile the pool keeps warm.
+    /// an upstream validation request and leaves a note). The default profile's model (the
+    /// configured default model, or the one the CLI resolves its default to) is left as
+    /// `None`: the profile the pool keeps warm.
     pub fn launch_profile(&self, default_model: Option<&str>) -> LaunchProfile {
         let model = self.turn.model.as_deref().or(self.profile.model.as_deref());
         LaunchProfile {
@@ -294,8 +295,14 @@ pub async fn start(
         (false, true) => Mode::Agentic,
         (false, false) => Mode::Message,
     };
-    // A worker is launched with the model it serves (see `ChatRequest::launch_profile`).
-    let profile = request.launch_profile(pool.settings().cli.model.as_deref());
+    // A worker is launched with the model it serves (see `ChatRequest::launch_profile`); the
+    // default profile's model is its own.
+    let profile = request.launch_profile(pool.default_model().as_deref());
+    if profile.model.is_none() && request.turn.model.is_some() {
+        // The request names the default profile's model, which its workers run already (the
+        // CLI's default when none is configured): no model switch.
+        request.turn.model = pool.settings().cli.model.clone();
+    }
     match target {
         Target::Pool => {
             // The worker holding this conversation, when the request continues one.

@@ -80,6 +80,29 @@ async fn a_non_streaming_request_answers_a_message_object() {
 }
 
 #[tokio::test]
+async fn a_request_naming_the_clis_default_model_is_served_by_the_default_profile() {
+    let h = harness().await;
+    let starts = h.fake.starts();
+    // The fake CLI resolves its `default` to claude-fake-1.
+    let mut body = request("hello");
+    body["model"] = json!("claude-fake-1");
+    // The CLI's own output limit: no launch flag, so nothing but the model could differ.
+    body["max_tokens"] = json!(32000);
+    let (status, _, body) = h.messages(body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let m: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(m["model"], "claude-fake-1", "the model asked for is named");
+    let pool = h.pool.status();
+    assert_eq!(pool.profiles.len(), 1, "no other profile: {pool:?}");
+    assert!(h.launch_models().is_empty(), "{:?}", h.launch_models());
+    let stdin = h.stdin();
+    assert!(!stdin.iter().any(|l| l["request"]["subtype"] == "set_model"));
+    // It took the warm worker: any start since is the filler's top-up, for the default.
+    assert!(h.fake.starts() <= starts + 1);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_streaming_request_relays_the_real_event_sequence() {
     let h = harness().await;
     let mut body = request("[[fixture:text_partial]]");

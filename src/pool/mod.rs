@@ -428,6 +428,19 @@ impl WarmPool {
         lock(&self.inner.models).clone()
     }
 
+    /// The model the default profile's workers run: the configured default model, else the
+    /// one the CLI resolves its `default` to (known once a worker has started). A request
+    /// naming it is served by the default profile's warm workers.
+    pub fn default_model(&self) -> Option<String> {
+        if let Some(model) = &self.inner.settings.cli.model {
+            return Some(model.clone());
+        }
+        lock(&self.inner.models)
+            .iter()
+            .find(|m| m.alias == "default")
+            .map(|m| m.id.clone())
+    }
+
     /// Stops the pool: interrupts running turns, stops the filler, waits for every task
     /// (at most `grace`), and removes every container of this instance.
     pub async fn shutdown(&self, grace: Duration) {
