@@ -400,6 +400,10 @@ pub struct ServeArgs {
     /// Keep a session's workspace volume when the session ends.
     #[arg(long, env = "CCPOOL_KEEP_SESSION_VOLUMES")]
     pub keep_session_volumes: bool,
+    /// Session workers started ahead, each on a fresh workspace volume, that new sessions
+    /// claim (0: none; off with --keep-session-volumes or --session-restart adopt).
+    #[arg(long, env = "CCPOOL_SESSION_PREWARM", default_value_t = 1)]
+    pub session_prewarm: usize,
     /// At startup, remove what sessions of an earlier run left, or adopt their workspaces.
     #[arg(long, env = "CCPOOL_SESSION_RESTART", value_enum, default_value_t = RestartName::Remove)]
     pub session_restart: RestartName,
@@ -489,6 +493,7 @@ impl ServeArgs {
                 RestartName::Remove => RestartPolicy::Remove,
                 RestartName::Adopt => RestartPolicy::Adopt,
             },
+            prewarm: self.session_prewarm,
         }
     }
 

@@ -106,6 +106,26 @@ impl FakeRuntime {
         self.state.lock().unwrap().written.clone()
     }
 
+    /// The volumes that exist now, with their labels, by name.
+    pub fn volumes(&self) -> Vec<(String, HashMap<String, String>)> {
+        let mut volumes: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .volumes
+            .clone()
+            .into_iter()
+            .collect();
+        volumes.sort_by(|a, b| a.0.cmp(&b.0));
+        volumes
+    }
+
+    /// The labels of a container that exists.
+    pub fn labels_of(&self, container: &str) -> Option<HashMap<String, String>> {
+        let state = self.state.lock().unwrap();
+        state.containers.get(container).map(|c| c.labels.clone())
+    }
+
     /// Makes every container start of `profile` fail (like a missing image), or none.
     pub fn fail_starts_of(&self, profile: Option<&LaunchProfile>) {
         self.state.lock().unwrap().failing_profile = profile.map(LaunchProfile::fingerprint);

@@ -50,6 +50,10 @@ pub struct SessionConfig {
     pub on_busy: BusyPolicy,
     pub keep_volumes: bool,
     pub on_restart: RestartPolicy,
+    /// Session workers kept started ahead, each on a fresh volume, for new sessions to claim
+    /// (0: none). Off when volumes are kept or adopted at restart: a claimed workspace keeps
+    /// its pre-warmed name, which names no session.
+    pub prewarm: usize,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +66,8 @@ impl Default for SessionConfig {
             on_busy: BusyPolicy::Wait,
             keep_volumes: false,
             on_restart: RestartPolicy::Remove,
+            // `ccpool serve` pre-warms one (`--session-prewarm`); embedders and tests opt in.
+            prewarm: 0,
         }
     }
 }
@@ -139,10 +145,12 @@ struct Session {
     id: String,
     /// The owner that created it: no other owner can see or use it.
     owner: OwnerKey,
-    /// Unique across owners: `{owner}.{id}` (neither contains a dot). The registry's key and
-    /// the value of the session label on its volume and container.
+    /// Unique across owners: `{owner}.{id}` (neither contains a dot). The registry's key.
     key: String,
-    volume: String,
+    /// Its workspace: the volume and the value of the session label on the volume and the
+    /// container, `{owner}.{id}` and `ccpool.{instance}.{owner}.{id}`, or a pre-warmed
+    /// worker's (`prewarmed-…`) when the session claimed one.
+    workspace: Mutex<SessionWorkspace>,
     created: SystemTime,
     options: SessionOptions,
     info: Mutex<SessionInfo>,
@@ -153,6 +161,9 @@ struct Session {
 #[derive(Default)]
 struct SessionState {
     worker: Option<Worker>,
+    /// The session has had a container (so its workspace exists): a pre-warmed worker, which
+    /// comes with a fresh workspace, may only be its first.
+    started: bool,
     /// What the live CLI conversation holds, as the client saw it; `None` when unknown (a
     /// cut or failed turn), which makes the next request replay.
     transcript: Option<Vec<HistoryMessage>>,
@@ -279,6 +290,12 @@ impl Sessions {
         });
         let sessions = Sessions { inner };
         sessions.restart_policy().await?;
+        if sessions.prewarming() {
+            sessions
+                .inner
+                .pool
+                .prewarm_sessions(sessions.inner.config.prewarm);
+        }
         let reaper = sessions.clone();
         let cancel = sessions.inner.cancel.clone();
         sessions.inner.tasks.spawn(async move {
@@ -322,6 +339,7 @@ impl Sessions {
                     tracing::info!(session = %id, "adopted an earlier session's workspace");
                     let session =
                         self.new_session(&OwnerKey::new(owner), id, SessionOptions::default());
+                    session.state.lock().await.started = true;
                     lock(&self.inner.sessions).insert(session.key.clone(), session);
                 }
                 _ => {
@@ -340,7 +358,10 @@ impl Sessions {
         Arc::new(Session {
             id: id.to_string(),
             owner: owner.clone(),
-            volume: self.volume_name(&key),
+            workspace: Mutex::new(SessionWorkspace {
+                session_id: key.clone(),
+                volume: self.volume_name(&key),
+            }),
             key,
             created: now,
             info: Mutex::new(SessionInfo {
@@ -430,26 +451,42 @@ impl Sessions {
             // The container died: the workspace survives, the conversation must be replayed.
             state.transcript = None;
         }
+        let profile = state.profile.clone().unwrap_or_default();
+        if !state.started && self.prewarming() {
+            // A new session: a pre-warmed worker on a fresh volume is its workspace.
+            if let Some((worker, workspace)) = self.inner.pool.claim_prewarmed(&profile) {
+                tracing::debug!(session = %session.id, volume = %workspace.volume, "claimed a pre-warmed worker");
+                *lock(&session.workspace) = workspace;
+                return Ok(self.put_worker(session, state, worker));
+            }
+        }
+        let workspace = lock(&session.workspace).clone();
         let runtime = self.inner.pool.runtime();
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_INSTANCE.to_string(), self.instance()),
-            (LABEL_SESSION.to_string(), session.key.clone()),
+            (LABEL_SESSION.to_string(), workspace.session_id.clone()),
         ]);
         runtime
-            .create_volume(&session.volume, &labels)
+            .create_volume(&workspace.volume, &labels)
             .await
             .map_err(|e| SessionError::Container(e.to_string()))?;
-        let profile = state.profile.clone().unwrap_or_default();
-        let workspace = SessionWorkspace {
-            session_id: session.key.clone(),
-            volume: session.volume.clone(),
-        };
         let worker = self.inner.pool.start_dedicated(profile, workspace).await?;
+        self.put_worker(session, state, worker);
+        Ok(())
+    }
+
+    fn put_worker(&self, session: &Session, state: &mut SessionState, worker: Worker) {
         lock(&session.info).container = Some(worker.container_id().to_string());
         state.worker = Some(worker);
+        state.started = true;
         state.transcript = Some(Vec::new());
-        Ok(())
+    }
+
+    /// Whether new sessions claim pre-warmed workers (see `SessionConfig::prewarm`).
+    fn prewarming(&self) -> bool {
+        let config = &self.inner.config;
+        config.prewarm > 0 && !config.keep_volumes && config.on_restart == RestartPolicy::Remove
     }
 
     /// Starts a turn in a session of `owner` (created on first use, with `options`), for a
@@ -590,7 +627,7 @@ impl Sessions {
             forks: info.forks,
             tools: session.options.tools,
             container: info.container,
-            volume: session.volume.clone(),
+            volume: lock(&session.workspace).volume.clone(),
         }
     }
 
@@ -620,9 +657,12 @@ impl Sessions {
     pub async fn container_running(&self, owner: &OwnerKey, id: &str) -> bool {
         let runtime = self.inner.pool.runtime();
         let instance = self.instance();
-        let key = session_key(owner, id);
+        let Ok(session) = self.get(owner, id) else {
+            return false;
+        };
+        let label = lock(&session.workspace).session_id.clone();
         runtime
-            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, &key)])
+            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, &label)])
             .await
             .map(|c| c.iter().any(|c| c.running))
             .unwrap_or(false)
@@ -648,8 +688,12 @@ impl Sessions {
                 worker.remove().await;
             }
         }
+        let workspace = lock(&session.workspace).clone();
         let containers = runtime
-            .list_containers(&[(LABEL_INSTANCE, &instance), (LABEL_SESSION, key)])
+            .list_containers(&[
+                (LABEL_INSTANCE, &instance),
+                (LABEL_SESSION, &workspace.session_id),
+            ])
             .await
             .map_err(|e| SessionError::Container(e.to_string()))?;
         for c in containers {
@@ -660,7 +704,7 @@ impl Sessions {
         }
         if !self.inner.config.keep_volumes {
             runtime
-                .remove_volume(&session.volume)
+                .remove_volume(&workspace.volume)
                 .await
                 .map_err(|e| SessionError::Container(e.to_string()))?;
         }
@@ -882,6 +926,7 @@ echo "$size""#;
 
     /// Ends every session (their containers; volumes unless kept) and stops the reaper.
     pub async fn shutdown(&self) {
+        self.inner.pool.prewarm_sessions(0);
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -903,6 +948,153 @@ mod tests {
             role,
             content: vec![ContentBlock::Text(text.into())],
         }
+    }
+
+    /// A pool over the fake runtime and sessions that keep one worker pre-warmed.
+    async fn prewarming_sessions() -> (crate::fake::FakeRuntime, WarmPool, Sessions) {
+        let fake = crate::fake::FakeRuntime::new();
+        let settings = crate::worker::WorkerSettings {
+            instance_id: format!(
+                "sessions-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            ..crate::worker::WorkerSettings::default()
+        };
+        let config = crate::pool::PoolConfig {
+            max_workers: 4,
+            warm_default: 1,
+            checkout_timeout: Duration::from_secs(5),
+            ..crate::pool::PoolConfig::default()
+        };
+        let pool = WarmPool::start(
+            Arc::new(fake.clone()),
+            settings,
+            config,
+            LaunchProfile::default(),
+        )
+        .await
+        .unwrap();
+        let sessions = Sessions::start(
+            pool.clone(),
+            SessionConfig {
+                prewarm: 1,
+                ..SessionConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        (fake, pool, sessions)
+    }
+
+    /// Waits (at most 5 s) until `n` pre-warmed session workers are ready.
+    async fn prewarmed(pool: &WarmPool, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.status().prewarmed_sessions != n {
+            assert!(Instant::now() < deadline, "{:?}", pool.status());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_session_claims_a_prewarmed_worker_and_its_fresh_volume() {
+        let (fake, pool, sessions) = prewarming_sessions().await;
+        prewarmed(&pool, 1).await;
+        let instance = pool.settings().instance_id.clone();
+        let before = fake.container_ids();
+        let (volume, labels) = fake.volumes().pop().expect("the pre-warmed volume");
+        assert!(
+            volume.starts_with(&format!("ccpool.{instance}.prewarmed-")),
+            "{volume}"
+        );
+        assert_eq!(
+            volume.matches('.').count(),
+            2,
+            "never a session's name: {volume}"
+        );
+
+        let owner = OwnerKey::new("k1");
+        let turn = sessions
+            .start_turn(
+                &owner,
+                "s1",
+                &LaunchProfile::default(),
+                TurnRequest::text("hi"),
+                SessionOptions::default(),
+            )
+            .await
+            .unwrap();
+        let (_, outcome) = turn.stream.collect_all().await;
+        assert!(outcome.is_success(), "{outcome:?}");
+        let summary = sessions.describe(&owner, "s1").unwrap();
+        let container = summary.container.clone().unwrap();
+        assert!(
+            before.contains(&container),
+            "the pre-warmed container served it"
+        );
+        assert_eq!(summary.volume, volume);
+        assert_eq!(
+            fake.labels_of(&container).unwrap()[LABEL_SESSION],
+            labels[LABEL_SESSION]
+        );
+        assert!(sessions.container_running(&owner, "s1").await);
+        assert!(
+            !sessions.container_running(&OwnerKey::new("k2"), "s1").await,
+            "another owner never finds it"
+        );
+
+        // Another is pre-warmed for the next session; ending this one removes its volume.
+        prewarmed(&pool, 1).await;
+        sessions.end(&owner, "s1").await.unwrap();
+        assert!(!fake.volumes().iter().any(|(v, _)| *v == volume));
+        assert!(!fake.container_ids().contains(&container));
+
+        // At shutdown the unclaimed one goes with its volume.
+        sessions.shutdown().await;
+        pool.shutdown(Duration::from_secs(2)).await;
+        assert!(fake.volumes().is_empty(), "{:?}", fake.volumes());
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_of_another_profile_starts_its_own_and_the_next_prewarmed_follow_it() {
+        let (fake, pool, sessions) = prewarming_sessions().await;
+        prewarmed(&pool, 1).await;
+        let before = fake.container_ids();
+        let owner = OwnerKey::new("k1");
+        let options = SessionOptions {
+            system_prompt: Some("Be brief.".into()),
+            ..SessionOptions::default()
+        };
+        let created = sessions.create(&owner, "own", options).await.unwrap();
+        assert!(!before.contains(&created.container.clone().unwrap()));
+        let instance = pool.settings().instance_id.clone();
+        assert_eq!(created.volume, format!("ccpool.{instance}.k1.own"));
+        // The pre-warmed worker of the old profile is replaced by one of the new.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let prewarmed_profile = fake
+                .container_ids()
+                .iter()
+                .filter_map(|c| fake.labels_of(c))
+                .filter(|l| {
+                    l.get(LABEL_SESSION)
+                        .is_some_and(|s| s.starts_with("prewarmed-"))
+                })
+                .map(|l| l[crate::runtime::LABEL_PROFILE].clone())
+                .collect::<Vec<_>>();
+            let wanted = LaunchProfile {
+                system_prompt: Some("Be brief.".into()),
+                ..LaunchProfile::default()
+            };
+            if prewarmed_profile == [wanted.fingerprint()] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{prewarmed_profile:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sessions.shutdown().await;
+        pool.shutdown(Duration::from_secs(2)).await;
+        assert!(fake.volumes().is_empty(), "{:?}", fake.volumes());
     }
 
     #[test]

@@ -78,6 +78,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "conversations": {"continued": s.continued, "replayed": s.replayed},
         "profiles": profiles,
         "sessions": state.sessions.count(),
+        "prewarmed_sessions": s.prewarmed_sessions,
         "credentials": state.pool.settings().credentials.kind(),
         "cli_version": state.pool.cli_version(),
         "docker_version": docker,

@@ -92,9 +92,7 @@ impl StartFailures {
 
     /// When the next start may begin, if the profile is backing off now.
     pub(super) fn backing_off_until(&self) -> Option<Instant> {
-        lock(&self.state)
-            .retry_at
-            .filter(|at| *at > Instant::now())
+        lock(&self.state).retry_at.filter(|at| *at > Instant::now())
     }
 
     /// Why the latest start failed, if that was less than `within` ago.
@@ -137,7 +135,11 @@ mod tests {
         );
         failures.asked_for();
         assert!(!failures.given_up());
-        assert_eq!(failures.in_a_row(), 4, "the backoff goes on from where it was");
+        assert_eq!(
+            failures.in_a_row(),
+            4,
+            "the backoff goes on from where it was"
+        );
         failures.succeeded();
         assert_eq!(failures.in_a_row(), 0);
         assert!(failures.backing_off_until().is_none());

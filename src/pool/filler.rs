@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::owner::within_policy;
+use super::prewarmed::start_prewarmed;
 use super::reservoir::ProfilePool;
 use super::{PoolInner, lock};
 use crate::worker::Worker;
@@ -49,7 +50,10 @@ impl PoolInner {
             };
         }
         let (minimum, why) = if rank == 0 {
-            (config.warm_default, "configured minimum (--warm)".to_string())
+            (
+                config.warm_default,
+                "configured minimum (--warm)".to_string(),
+            )
         } else if rank <= config.recent_profiles {
             (
                 config.warm_recent,
@@ -85,6 +89,13 @@ impl PoolInner {
     /// pools, drops dead reservoir workers and those of profiles no longer kept warm, and ends
     /// expired holdings.
     fn reap(self: &Arc<Self>) {
+        let surplus = self.prewarmed.take_surplus();
+        if !surplus.is_empty() {
+            self.count_retired(surplus.len());
+            for prewarmed in surplus {
+                self.tasks.spawn(prewarmed.remove());
+            }
+        }
         let idle_timeout = self.config.idle_timeout;
         let policy = self.config.policy;
         for (profile, target) in self.targets() {
@@ -145,6 +156,31 @@ pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken)
                 starts.spawn(start_worker(inner.clone(), profile.clone(), permit));
             }
         }
+        // Pre-warmed session workers, after the profiles' (a request waits on those).
+        let sessions = &inner.prewarmed;
+        let (profile, count) = sessions.wanted();
+        match sessions.failures.backing_off_until() {
+            Some(at) => tick = tick.min(at.saturating_duration_since(tokio::time::Instant::now())),
+            None if !sessions.failures.given_up() => {
+                let have = sessions.ready() + sessions.starting();
+                let want = if sessions.failures.in_a_row() > 0 {
+                    count.min(sessions.ready() + 1)
+                } else {
+                    count
+                };
+                for _ in have..want {
+                    if starts.len() >= inner.config.max_concurrent_starts {
+                        break;
+                    }
+                    let Ok(permit) = inner.capacity.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    sessions.starting.fetch_add(1, Ordering::SeqCst);
+                    starts.spawn(start_prewarmed(inner.clone(), profile.clone(), permit));
+                }
+            }
+            None => {}
+        }
         let wake_signal = inner.wake.clone();
         let wake = wake_signal.notified();
         drop(inner);
@@ -162,7 +198,11 @@ pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken)
 
 /// Starts one worker for `profile` and puts it in the reservoir; a failure backs the profile
 /// off.
-async fn start_worker(inner: Arc<PoolInner>, profile: Arc<ProfilePool>, permit: OwnedSemaphorePermit) {
+async fn start_worker(
+    inner: Arc<PoolInner>,
+    profile: Arc<ProfilePool>,
+    permit: OwnedSemaphorePermit,
+) {
     let started = Worker::start(
         inner.runtime.clone(),
         inner.settings.clone(),

@@ -20,6 +20,7 @@ mod graveyard;
 mod hold;
 mod lease;
 mod owner;
+mod prewarmed;
 mod reservoir;
 mod status;
 #[cfg(test)]
@@ -133,6 +134,8 @@ struct PoolInner {
     capacity: Arc<Semaphore>,
     /// The default profile first, then the others, most recently used first.
     profiles: Mutex<Vec<Arc<ProfilePool>>>,
+    /// Session workers started ahead on fresh volumes, for new sessions to claim.
+    prewarmed: prewarmed::SessionReservoir,
     graveyard: mpsc::UnboundedSender<String>,
     /// Wakes the filler: a worker was taken, retired or is wanted.
     wake: Arc<Notify>,
@@ -179,6 +182,7 @@ impl WarmPool {
             capacity: Arc::new(Semaphore::new(config.max_workers)),
             config,
             profiles: Mutex::new(vec![Arc::new(ProfilePool::new(default_profile))]),
+            prewarmed: prewarmed::SessionReservoir::default(),
             graveyard,
             wake: Arc::new(Notify::new()),
             counters: Counters::default(),
@@ -382,6 +386,25 @@ impl WarmPool {
         Ok(worker)
     }
 
+    /// Keeps `count` session workers pre-warmed (0: none), each on a fresh volume of its own
+    /// (see `prewarmed`), for `claim_prewarmed`.
+    pub fn prewarm_sessions(&self, count: usize) {
+        self.inner.prewarmed.set_count(count);
+        self.inner.wake.notify_one();
+    }
+
+    /// A pre-warmed session worker of `profile`, if one is ready: it is the caller's from now
+    /// on, and so is its workspace (the volume it runs on). Either way, the next pre-warmed
+    /// workers are for `profile` (the latest new session's).
+    pub fn claim_prewarmed(&self, profile: &LaunchProfile) -> Option<(Worker, SessionWorkspace)> {
+        let reservoir = &self.inner.prewarmed;
+        reservoir.set_profile(profile);
+        reservoir.failures.asked_for();
+        let claimed = reservoir.claim(profile);
+        self.inner.wake.notify_one();
+        claimed
+    }
+
     /// Runs a turn on a worker the caller owns (a session's). `done` gets the worker and the
     /// outcome back before the stream's final `Finished` item is sent, so whoever waits for
     /// the answer finds the worker put away.
@@ -453,6 +476,8 @@ impl WarmPool {
         {
             tracing::warn!("pool tasks did not finish within {grace:?}");
         }
+        let prewarmed = inner.prewarmed.drain();
+        futures::future::join_all(prewarmed.into_iter().map(prewarmed::Prewarmed::remove)).await;
         let profiles: Vec<Arc<ProfilePool>> = lock(&inner.profiles).drain(..).collect();
         for profile in profiles {
             for pool in profile.owner_pools() {

@@ -174,10 +174,16 @@ impl PoolInner {
             .rev()
             .filter(|p| profile.is_none_or(|wanted| !std::ptr::eq(p.as_ref(), wanted)))
             .find_map(|p| p.take_newest());
-        match other {
-            Some(worker) => {
-                tracing::debug!(worker = %worker.id(), "retiring a warm worker of another profile to make room");
-                drop(worker);
+        if let Some(worker) = other {
+            tracing::debug!(worker = %worker.id(), "retiring a warm worker of another profile to make room");
+            drop(worker);
+            self.count_retired(1);
+            return true;
+        }
+        match self.prewarmed.take_newest() {
+            Some(prewarmed) => {
+                tracing::debug!("retiring a pre-warmed session worker to make room");
+                self.tasks.spawn(prewarmed.remove());
                 self.count_retired(1);
                 true
             }

@@ -63,6 +63,8 @@ pub struct PoolStatus {
     pub continued: u64,
     /// Conversation turns with a history that no worker held: replayed on another worker.
     pub replayed: u64,
+    /// Pre-warmed session workers ready to be claimed by a new session.
+    pub prewarmed_sessions: usize,
 }
 
 /// A snapshot of one launch profile's workers.
@@ -136,6 +138,7 @@ impl WarmPool {
             turns: c.turns.load(Ordering::Relaxed),
             continued: c.continued.load(Ordering::Relaxed),
             replayed: c.replayed.load(Ordering::Relaxed),
+            prewarmed_sessions: inner.prewarmed.ready(),
         }
     }
 

@@ -743,7 +743,10 @@ async fn the_warm_target_follows_the_recent_peak_of_demand_and_decays_when_it_go
     let pool = pool_with(&fake, config).await;
     let status = pool.status();
     assert_eq!(status.profiles[0].target, 1);
-    assert_eq!(status.profiles[0].target_reason, "configured minimum (--warm)");
+    assert_eq!(
+        status.profiles[0].target_reason,
+        "configured minimum (--warm)"
+    );
 
     // Four requests at once (each a different owner, so none waits for another's worker).
     let leases = futures::future::join_all((0..4).map(|i| {
@@ -765,7 +768,10 @@ async fn the_warm_target_follows_the_recent_peak_of_demand_and_decays_when_it_go
     drop(leases);
     let status = until(&pool, |s| s.profiles[0].warm == 1).await;
     assert_eq!(status.profiles[0].target, 1, "{status:#?}");
-    assert_eq!(status.profiles[0].target_reason, "configured minimum (--warm)");
+    assert_eq!(
+        status.profiles[0].target_reason,
+        "configured minimum (--warm)"
+    );
     assert_eq!(status.profiles[0].in_flight, 0);
     pool.shutdown(Duration::from_secs(2)).await;
 }
@@ -837,18 +843,31 @@ async fn a_profile_whose_workers_fail_to_start_is_backed_off_then_given_up_until
         "not refilled after {} failed starts",
         profile.failed_starts
     )));
-    assert_eq!(status.profiles[0].warm, 1, "the default profile is unaffected");
+    assert_eq!(
+        status.profiles[0].warm, 1,
+        "the default profile is unaffected"
+    );
     let attempts = fake.failed_starts();
     assert_eq!(attempts, u64::from(profile.failed_starts));
-    assert!(attempts <= 6, "one start at a time, never a storm: {attempts}");
+    assert!(
+        attempts <= 6,
+        "one start at a time, never a storm: {attempts}"
+    );
     // Nothing more is tried for it while nobody asks (four times the longest wait).
     tokio::time::sleep(Duration::from_millis(320)).await;
     assert_eq!(fake.failed_starts(), attempts);
-    assert_eq!(fake.container_ids().len(), 1, "only the default profile's warm worker");
+    assert_eq!(
+        fake.container_ids().len(),
+        1,
+        "only the default profile's warm worker"
+    );
 
     // A request asks for it again: once its workers start, it is served and healthy.
     fake.fail_starts_of(None);
-    let lease = pool.checkout(&broken, &OwnerKey::anonymous()).await.unwrap();
+    let lease = pool
+        .checkout(&broken, &OwnerKey::anonymous())
+        .await
+        .unwrap();
     assert_eq!(lease.worker().profile(), &broken);
     let status = pool.status();
     assert_eq!(status.profiles[1].failed_starts, 0, "{status:#?}");
