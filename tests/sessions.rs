@@ -432,3 +432,101 @@ async fn a_second_concurrent_request_gets_409_with_the_reject_policy() {
     assert_eq!(status, 400);
     s.stop().await;
 }
+
+/// (id or name, session label, profile label) of this instance's containers (`ps`) or
+/// volumes (`volume`) whose session label is a pre-warmed one.
+fn prewarmed_of(instance: &str, what: &str) -> Vec<(String, String)> {
+    let format = "{{.Label \"ccpool.session\"}} {{.Label \"ccpool.profile\"}}";
+    let (args, format) = match what {
+        "ps" => (vec!["ps", "-a"], format!("{{{{.ID}}}} {format}")),
+        _ => (vec!["volume", "ls"], format!("{{{{.Name}}}} {format}")),
+    };
+    let filter = format!("label=ccpool.instance={instance}");
+    let output = std::process::Command::new("docker")
+        .args(args)
+        .args(["--filter", &filter, "--format", &format])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            let (name, label) = (parts.next()?, parts.next()?);
+            let profile = parts.next().unwrap_or_default();
+            label
+                .starts_with("prewarmed-")
+                .then(|| (name.to_string(), profile.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_claims_a_prewarmed_worker_on_a_fresh_volume_of_its_own() {
+    let s = stack(SessionConfig {
+        prewarm: 1,
+        ..SessionConfig::default()
+    })
+    .await;
+    let instance = s.pool.settings().instance_id.clone();
+    // A first session teaches the pool its launch profile (model, output limit): the next
+    // pre-warmed worker is for it.
+    let (status, _, body) = s
+        .ask("first", json!([{"role": "user", "content": "Say hello"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, first) = s.json(s.http.get(s.url("/v1/sessions/first"))).await;
+    let first = first["container"]["id"].as_str().unwrap().to_string();
+    let inspect = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"ccpool.profile\"}}",
+            &first,
+        ])
+        .output()
+        .unwrap();
+    let profile = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    // A start is the engine's business: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let containers = loop {
+        let found = prewarmed_of(&instance, "ps");
+        if s.pool.status().prewarmed_sessions == 1 && found.len() == 1 && found[0].1 == profile {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "{found:?} {:?}", s.pool.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let volumes = prewarmed_of(&instance, "volume");
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let volume = volumes[0].0.clone();
+    assert!(volume.starts_with(&format!("ccpool.{instance}.prewarmed-")));
+
+    // The next session's first request is served by that container, on that volume.
+    let (status, _, body) = s
+        .ask("fresh", json!([{"role": "user", "content": "Say hello"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["text"], "Echo: Say hello");
+    let (status, _, described) = s.json(s.http.get(s.url("/v1/sessions/fresh"))).await;
+    assert_eq!(status, 200, "{described}");
+    let container = described["container"]["id"].as_str().unwrap().to_string();
+    assert!(
+        container.starts_with(&containers[0].0),
+        "{container} {containers:?}"
+    );
+    assert_eq!(described["volume"], volume);
+    assert_eq!(described["container"]["state"], "running");
+    // Its workspace is the fresh volume: empty.
+    let (code, out) = exec_output(&container, "1000", "ls -A /workspace").await;
+    assert_eq!((code, out.trim()), (0, ""));
+
+    let (status, _, body) = s.json(s.http.delete(s.url("/v1/sessions/fresh"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !volume_exists(&volume),
+        "the claimed volume goes with its session"
+    );
+    // The next pre-warmed one is unclaimed; stopping removes it with its volume.
+    s.stop().await;
+    assert!(prewarmed_of(&instance, "volume").is_empty());
+}
