@@ -158,6 +158,11 @@ pub struct RuntimeArgs {
     /// Seconds a worker parked on client tool calls waits for their results.
     #[arg(long, env = "CCPOOL_PARKED_IDLE_SECS", default_value_t = 900)]
     pub parked_idle_secs: u64,
+    /// A new conversation that would wait for a cold start takes over (resets) its key's least
+    /// recently used held conversation idle this many seconds (any, when --max-workers is
+    /// reached).
+    #[arg(long, env = "CCPOOL_TAKEOVER_IDLE_SECS", default_value_t = 2)]
+    pub takeover_idle_secs: u64,
 }
 
 /// A setting is out of range.
@@ -317,6 +322,7 @@ impl RuntimeArgs {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             hold_idle: Duration::from_secs(self.hold_idle_secs),
             parked_idle: Duration::from_secs(self.parked_idle_secs),
+            takeover_idle: Duration::from_secs(self.takeover_idle_secs),
             ..PoolConfig::default()
         }
     }

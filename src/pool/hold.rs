@@ -110,11 +110,17 @@ impl ProfilePool {
         Some(held.swap_remove(i))
     }
 
-    /// The least recently used holding of `owner` that is not parked on tool calls.
-    pub(super) fn take_oldest_idle_held_of(&self, owner: &OwnerKey) -> Option<Held> {
+    /// The least recently used holding of `owner` that is not parked on tool calls, if it
+    /// has been idle for `min_idle` at least.
+    pub(super) fn take_oldest_idle_held_of(
+        &self,
+        owner: &OwnerKey,
+        min_idle: Duration,
+    ) -> Option<Held> {
         let mut held = lock(&self.held);
         let i = (0..held.len())
             .filter(|&i| held[i].owner == *owner && !held[i].parked)
+            .filter(|&i| held[i].since.elapsed() >= min_idle)
             .min_by_key(|&i| held[i].since)?;
         Some(held.swap_remove(i))
     }

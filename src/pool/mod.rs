@@ -89,6 +89,9 @@ pub struct PoolConfig {
     pub hold_idle: Duration,
     /// How long a worker parked on client tool calls waits for their results.
     pub parked_idle: Duration,
+    /// A new conversation that would wait for a cold start takes over (resets) its owner's
+    /// least recently used holding idle this long (any, when capacity is used up).
+    pub takeover_idle: Duration,
 }
 
 impl Default for PoolConfig {
@@ -111,6 +114,7 @@ impl Default for PoolConfig {
             turn_channel_capacity: 64,
             hold_idle: Duration::from_secs(300),
             parked_idle: Duration::from_secs(900),
+            takeover_idle: Duration::from_secs(2),
         }
     }
 }
@@ -541,23 +545,26 @@ impl PoolInner {
         None
     }
 
-    /// When `owner` has no idle worker for this profile, none is warm and capacity is used up
-    /// (so a holding would be evicted and retired to make room for a cold start), its least
-    /// recently used holding (not parked) is reset and serves the new conversation instead: a
-    /// reset costs a few milliseconds, a cold start most of a second.
+    /// When `owner` has no idle worker for this profile and none is warm, so the request
+    /// would wait for a cold start, its least recently used holding (not parked) is reset and
+    /// serves the new conversation instead: a reset costs a few milliseconds, a cold start
+    /// most of a second. Only a holding idle for `takeover_idle` at least, unless capacity is
+    /// used up (then a holding would be evicted to make room for that cold start anyway).
     async fn take_over_holding(
         self: &Arc<Self>,
         profile: &Arc<ProfilePool>,
         owner: &OwnerKey,
     ) -> Option<Lease> {
         let (owner_pool, owner_state) = self.owner_pool(profile, owner);
-        if owner_pool.status().available > 0
-            || profile.warm() > 0
-            || self.capacity.available_permits() > 0
-        {
+        if owner_pool.status().available > 0 || profile.warm() > 0 {
             return None;
         }
-        let held = profile.take_oldest_idle_held_of(owner)?;
+        let min_idle = if self.capacity.available_permits() == 0 {
+            Duration::ZERO
+        } else {
+            self.config.takeover_idle
+        };
+        let held = profile.take_oldest_idle_held_of(owner, min_idle)?;
         let mut worker = held.into_worker();
         if !worker.is_alive() || !owner::within_policy(self.config.policy, &worker) {
             drop(managed::Object::take(worker));

@@ -875,3 +875,45 @@ async fn a_profile_whose_workers_fail_to_start_is_backed_off_then_given_up_until
     drop(lease);
     pool.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_new_conversation_takes_over_a_holding_idle_past_the_limit_rather_than_wait_for_a_start()
+{
+    let mut fake = FakeRuntime::new();
+    fake.start_delay = Duration::from_millis(1500);
+    let config = PoolConfig {
+        takeover_idle: Duration::from_millis(100),
+        ..config(reuse(10))
+    };
+    let pool = pool_with(&fake, config).await;
+    let mut first = Chat::default();
+    let holder = turn(&pool, &fake, "alice", &mut first, "one").await;
+    assert_eq!(
+        pool.status().profiles[0].warm,
+        0,
+        "its replacement is starting"
+    );
+
+    // A holding idle past the limit is reset and serves the new conversation at once.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = Instant::now();
+    let mut second = Chat::default();
+    let served = turn(&pool, &fake, "alice", &mut second, "two").await;
+    assert_eq!(served, holder);
+    assert!(was_reset(&fake, &holder));
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "no wait for a start"
+    );
+
+    // A holding idle for less is left alone: the next conversation waits for the start.
+    let mut third = Chat::default();
+    let other = turn(&pool, &fake, "alice", &mut third, "three").await;
+    assert_ne!(other, holder);
+    assert_eq!(pool.status().profiles[0].held, 2);
+    // The first conversation's follow-up replays; the second's continues.
+    turn(&pool, &fake, "alice", &mut second, "two again").await;
+    let status = pool.status();
+    assert_eq!((status.continued, status.replayed), (1, 0));
+    pool.shutdown(Duration::from_secs(2)).await;
+}
