@@ -9,10 +9,10 @@
 //! (`relay,host,reuse,fresh,follow,http,tools`, default all). `relay` is the relay's own first-delta
 //! overhead. `http` runs everything through ccpool's HTTP server with default pool settings: a
 //! burst right after start, stateless three-turn conversations at c=1 and c=4, a new session's
-//! first turn (BENCH_BURST sets the burst size, default 80). Workers run on the internal test
-//! network and reach the mock through the relay. `tools` times a client tool round trip through
-//! HTTP: the first delta of a warm first turn, of a parked turn resumed by its results, and of
-//! results replayed.
+//! first turn (BENCH_BURST sets the burst size, default twice BENCH_REQUESTS, at most 80).
+//! Workers run on the internal test network and reach the mock through the relay. `tools`
+//! times a client tool round trip through HTTP: the first delta of a warm first turn, of a
+//! parked turn resumed by its results, and of results replayed.
 
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
@@ -576,7 +576,12 @@ async fn http_stack(mock: &MockUpstream, label: &str, config: PoolConfig) -> Htt
     )
     .await
     .expect("pool");
-    let sessions = Sessions::start(pool.clone(), SessionConfig::default())
+    // As `ccpool serve` does by default: one session worker pre-warmed.
+    let session_config = SessionConfig {
+        prewarm: 1,
+        ..SessionConfig::default()
+    };
+    let sessions = Sessions::start(pool.clone(), session_config)
         .await
         .expect("sessions");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -690,17 +695,40 @@ async fn http_burst(stack: &HttpStack, n: usize) -> Phase {
     }
 }
 
-/// The first request of a new session (its container, volume and CLI start included).
+/// The first request of a new session. A session worker is pre-warmed (its container on a
+/// fresh volume, its CLI started) for the latest new session's launch profile: a first,
+/// unmeasured session sets it, and each measured one starts once one is ready.
 async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
     let http = reqwest::Client::new();
     let url = format!("{}/v1/messages", stack.url);
+    let new_session = |i: usize| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
+            let messages =
+                [serde_json::json!({"role": "user", "content": format!("session {i}")})];
+            let headers = [("x-session-id", id.clone())];
+            let first = http_turn(&http, &url, &headers, &messages).await.0;
+            (first, id)
+        }
+    };
+    let prewarmed = || async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while stack.pool.status().prewarmed_sessions == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (_, warm_up) = new_session(usize::MAX).await;
+    let mut ids = vec![warm_up];
     let (cpu0, t0) = (machine_cpu(), Instant::now());
     let mut first_delta = Vec::new();
     for i in 0..n {
-        let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let messages = [serde_json::json!({"role": "user", "content": format!("session {i}")})];
-        let headers = [("x-session-id", id.clone())];
-        first_delta.push(http_turn(&http, &url, &headers, &messages).await.0);
+        prewarmed().await;
+        let (first, id) = new_session(i).await;
+        first_delta.push(first);
+        ids.push(id);
+    }
+    for id in ids {
         let _ = http
             .delete(format!("{}/v1/sessions/{id}", stack.url))
             .send()
@@ -717,10 +745,11 @@ async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
 
 /// Everything through ccpool's HTTP server with default pool settings (but host networking).
 async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
+    // 80 requests by default; a short run (CI's BENCH_REQUESTS=16) bursts less.
     let burst = std::env::var("BENCH_BURST")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(80);
+        .unwrap_or((2 * n).min(80));
     let mut phases = Vec::new();
     let stack = http_stack(mock, "http", PoolConfig::default()).await;
     let warm = PoolConfig::default().warm_default;
@@ -737,6 +766,12 @@ async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
         "  (http: workers started {}, continued {}, replayed {}, reused {}, retired {})",
         s.started, s.continued, s.replayed, s.reused, s.retired
     );
+    for p in &s.profiles {
+        println!(
+            "  (http: profile {}: target {} warm, {}; warm {}, held {}, idle {})",
+            p.fingerprint, p.target, p.target_reason, p.warm, p.held, p.idle
+        );
+    }
     stack.stop().await;
     phases
 }
