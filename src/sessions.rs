@@ -457,7 +457,8 @@ impl Sessions {
             if let Some((worker, workspace)) = self.inner.pool.claim_prewarmed(&profile) {
                 tracing::debug!(session = %session.id, volume = %workspace.volume, "claimed a pre-warmed worker");
                 *lock(&session.workspace) = workspace;
-                return Ok(self.put_worker(session, state, worker));
+                self.put_worker(session, state, worker);
+                return Ok(());
             }
         }
         let workspace = lock(&session.workspace).clone();

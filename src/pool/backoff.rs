@@ -124,10 +124,10 @@ mod tests {
 
         let failures = StartFailures::default();
         for n in 1..4 {
-            assert_eq!(failures.failed(format!("no {n}"), &backoff).1, false);
+            assert!(!failures.failed(format!("no {n}"), &backoff).1);
         }
         assert!(failures.backing_off_until().is_some());
-        assert_eq!(failures.failed("no 4".into(), &backoff).1, true);
+        assert!(failures.failed("no 4".into(), &backoff).1);
         assert!(failures.given_up());
         assert_eq!(
             failures.recent_error(Duration::from_secs(60)).as_deref(),

@@ -752,7 +752,7 @@ async fn the_warm_target_follows_the_recent_peak_of_demand_and_decays_when_it_go
     let leases = futures::future::join_all((0..4).map(|i| {
         let pool = pool.clone();
         async move {
-            pool.checkout(&LaunchProfile::default(), &OwnerKey::new(&format!("o{i}")))
+            pool.checkout(&LaunchProfile::default(), &OwnerKey::new(format!("o{i}")))
                 .await
                 .unwrap()
         }
