@@ -705,8 +705,7 @@ async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
         let (http, url) = (http.clone(), url.clone());
         async move {
             let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
-            let messages =
-                [serde_json::json!({"role": "user", "content": format!("session {i}")})];
+            let messages = [serde_json::json!({"role": "user", "content": format!("session {i}")})];
             let headers = [("x-session-id", id.clone())];
             let first = http_turn(&http, &url, &headers, &messages).await.0;
             (first, id)
