@@ -511,6 +511,9 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
     phases
 }
 
+/// The model the HTTP phases' requests name.
+const BENCH_MODEL: &str = "claude-sonnet-4-5";
+
 /// A streamed `POST /v1/messages` through ccpool's HTTP server: (time to the first text
 /// delta, the answer's text).
 async fn http_turn(
@@ -520,7 +523,7 @@ async fn http_turn(
     messages: &[serde_json::Value],
 ) -> (Duration, String) {
     let body = serde_json::json!({
-        "model": "claude-sonnet-4-5",
+        "model": BENCH_MODEL,
         "max_tokens": 32000,
         "stream": true,
         "messages": messages,
@@ -568,9 +571,19 @@ async fn http_stack(mock: &MockUpstream, label: &str, config: PoolConfig) -> Htt
     use ccpool::http::{ApiSettings, AppState, app};
     use ccpool::sessions::{SessionConfig, Sessions};
     let runtime = DockerRuntime::connect().await.expect("Docker");
+    let mut settings = bench_settings(mock, &format!("bench-{label}"));
+    // The model every request names, set as the operator would (`--default-model`): its
+    // requests are the default profile's. BENCH_DEFAULT_MODEL=none leaves it unset (the
+    // CLI's own default, another model than the requests name).
+    settings.cli.model = match std::env::var("BENCH_DEFAULT_MODEL").as_deref() {
+        Ok("none") => None,
+        Ok(model) => Some(model.to_string()),
+        Err(_) => Some(BENCH_MODEL.to_string()),
+    };
+    println!("  (http: --default-model {:?})", settings.cli.model);
     let pool = WarmPool::start(
         Arc::new(runtime),
-        bench_settings(mock, &format!("bench-{label}")),
+        settings,
         config,
         LaunchProfile::default(),
     )
@@ -718,26 +731,36 @@ async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
         }
     };
     let (_, warm_up) = new_session(usize::MAX).await;
-    let mut ids = vec![warm_up];
-    let (cpu0, t0) = (machine_cpu(), Instant::now());
-    let mut first_delta = Vec::new();
+    // CPU over the whole phase (the pre-warmed starts included); requests per second over
+    // the requests' own time (not the waits for a pre-warmed worker).
+    let cpu0 = machine_cpu();
+    let (mut first_delta, mut wall, mut claimed) = (Vec::new(), Duration::ZERO, 0);
+    let delete = |id: String| {
+        let http = http.clone();
+        async move {
+            let _ = http
+                .delete(format!("{}/v1/sessions/{id}", stack.url))
+                .send()
+                .await;
+        }
+    };
+    delete(warm_up).await;
     for i in 0..n {
         prewarmed().await;
+        let ready = stack.pool.status().prewarmed_sessions;
+        let t0 = Instant::now();
         let (first, id) = new_session(i).await;
+        wall += t0.elapsed();
+        claimed += usize::from(stack.pool.status().prewarmed_sessions < ready);
         first_delta.push(first);
-        ids.push(id);
+        delete(id).await;
     }
-    for id in ids {
-        let _ = http
-            .delete(format!("{}/v1/sessions/{id}", stack.url))
-            .send()
-            .await;
-    }
+    println!("  (http: {claimed} of {n} new sessions claimed a pre-warmed worker)");
     Phase {
         name: "http new session's first turn, c=1".into(),
         first_delta,
         requests: n,
-        wall: t0.elapsed(),
+        wall,
         cpu: machine_cpu() - cpu0,
     }
 }

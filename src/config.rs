@@ -161,7 +161,7 @@ pub struct RuntimeArgs {
     /// A new conversation that would wait for a cold start takes over (resets) its key's least
     /// recently used held conversation idle this many seconds (any, when --max-workers is
     /// reached).
-    #[arg(long, env = "CCPOOL_TAKEOVER_IDLE_SECS", default_value_t = 2)]
+    #[arg(long, env = "CCPOOL_TAKEOVER_IDLE_SECS", default_value_t = 1)]
     pub takeover_idle_secs: u64,
 }
 

@@ -172,8 +172,11 @@ pub(super) async fn run_filler(pool: Weak<PoolInner>, cancel: CancellationToken)
                     if starts.len() >= inner.config.max_concurrent_starts {
                         break;
                     }
-                    let Ok(permit) = inner.capacity.clone().try_acquire_owned() else {
-                        break;
+                    let permit = match inner.capacity.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        // Room only from workers nobody is likely to use soon.
+                        Err(_) if inner.evict_one_stale() => continue,
+                        Err(_) => break,
                     };
                     sessions.starting.fetch_add(1, Ordering::SeqCst);
                     starts.spawn(start_prewarmed(inner.clone(), profile.clone(), permit));

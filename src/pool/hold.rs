@@ -192,10 +192,17 @@ impl PoolInner {
 
     /// Retires the least recently used holding of any profile; returns whether there was one.
     pub(super) fn evict_one_held(&self) -> bool {
+        self.evict_one_held_idle(Duration::ZERO)
+    }
+
+    /// Retires the least recently used holding of any profile if it has been idle for
+    /// `min_idle` at least; returns whether there was one.
+    pub(super) fn evict_one_held_idle(&self, min_idle: Duration) -> bool {
         let profiles = lock(&self.profiles).clone();
         let oldest = profiles
             .iter()
             .filter_map(|p| p.oldest_held().map(|since| (since, p)))
+            .filter(|(since, _)| since.elapsed() >= min_idle)
             .min_by_key(|(since, _)| *since);
         match oldest.and_then(|(_, p)| p.take_oldest_held()) {
             Some(held) => {

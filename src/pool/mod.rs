@@ -114,7 +114,7 @@ impl Default for PoolConfig {
             turn_channel_capacity: 64,
             hold_idle: Duration::from_secs(300),
             parked_idle: Duration::from_secs(900),
-            takeover_idle: Duration::from_secs(2),
+            takeover_idle: Duration::from_secs(1),
         }
     }
 }

@@ -167,6 +167,13 @@ impl PoolInner {
         self.evict_one_plain_idle() || self.evict_other_warm(profile) || self.evict_one_held()
     }
 
+    /// Retires, to make room for a pre-warmed session worker, a worker nobody is likely to
+    /// use soon: the least recently used holding idle for `takeover_idle` at least (one a new
+    /// conversation would take over). Returns whether there was one.
+    pub(super) fn evict_one_stale(&self) -> bool {
+        self.evict_one_held_idle(self.config.takeover_idle)
+    }
+
     fn evict_other_warm(&self, profile: Option<&ProfilePool>) -> bool {
         let profiles = lock(&self.profiles).clone();
         let other = profiles
