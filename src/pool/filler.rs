@@ -212,10 +212,16 @@ async fn start_worker(
         profile.profile.clone(),
     )
     .await;
-    profile.starting.fetch_sub(1, Ordering::SeqCst);
+    // Counted as starting until its outcome is recorded, so a look at the pool never sees it
+    // neither starting nor warm nor failed.
+    let done = || profile.starting.fetch_sub(1, Ordering::SeqCst);
     match started {
-        Ok(worker) if inner.cancel.is_cancelled() => worker.remove().await,
+        Ok(worker) if inner.cancel.is_cancelled() => {
+            done();
+            worker.remove().await
+        }
         Ok(mut worker) => {
+            done();
             if !worker.models().is_empty() {
                 *lock(&inner.models) = worker.models().to_vec();
             }
@@ -231,6 +237,7 @@ async fn start_worker(
             let (retry_in, given_up) = profile
                 .failures
                 .failed(e.to_string(), &inner.config.start_backoff);
+            done();
             tracing::warn!(cause = %e, profile = %profile.profile.fingerprint(), ?retry_in, given_up, "starting a worker");
         }
     }

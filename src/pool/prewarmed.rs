@@ -185,9 +185,10 @@ pub(super) async fn start_prewarmed(
         .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    reservoir.starting.fetch_sub(1, Ordering::SeqCst);
+    let done = || reservoir.starting.fetch_sub(1, Ordering::SeqCst);
     match started {
         Ok(mut worker) => {
+            done();
             worker.attach(permit, inner.graveyard.clone());
             let prewarmed = Prewarmed {
                 worker: Some(worker),
@@ -209,6 +210,7 @@ pub(super) async fn start_prewarmed(
             let (retry_in, given_up) = reservoir
                 .failures
                 .failed(e.clone(), &inner.config.start_backoff);
+            done();
             tracing::warn!(cause = %e, ?retry_in, given_up, "pre-warming a session worker");
         }
     }

@@ -834,7 +834,8 @@ async fn a_profile_whose_workers_fail_to_start_is_backed_off_then_given_up_until
     // The filler gives the profile up after four failures in a row (more while the request
     // waited), each after a longer wait: 20, 40, 80, 80 ms.
     let status = until(&pool, |s| {
-        s.profiles[1].failed_starts >= 4 && s.profiles[1].target_reason.contains("not refilled")
+        let p = &s.profiles[1];
+        p.failed_starts >= 4 && p.target_reason.contains("not refilled") && p.starting == 0
     })
     .await;
     let profile = &status.profiles[1];
