@@ -47,6 +47,10 @@ use hold::HoldPlan;
 use reservoir::ProfilePool;
 use status::Counters;
 
+/// How often a conversation turn waiting for a worker start looks for a holding of its owner
+/// to take over instead.
+const TAKEOVER_RECHECK: Duration = Duration::from_millis(100);
+
 /// What happens to a worker after it served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReusePolicy {
@@ -332,8 +336,32 @@ impl WarmPool {
         let lease = match inner.take_over_holding(&profile_pool, owner).await {
             Some(lease) => lease.counting(in_flight),
             None => {
-                self.checkout_counted(profile_pool.clone(), owner, in_flight)
-                    .await?
+                // While it waits for a start, a holding of its owner that becomes idle long
+                // enough is taken over instead.
+                let mut checkout =
+                    Box::pin(self.checkout_counted(profile_pool.clone(), owner, in_flight));
+                enum Got {
+                    CheckedOut(Lease),
+                    TakenOver(Lease),
+                }
+                let got = loop {
+                    tokio::select! {
+                        lease = &mut checkout => break Got::CheckedOut(lease?),
+                        _ = tokio::time::sleep(TAKEOVER_RECHECK) => {
+                            if let Some(lease) = inner.take_over_holding(&profile_pool, owner).await {
+                                break Got::TakenOver(lease);
+                            }
+                        }
+                    }
+                };
+                match got {
+                    Got::CheckedOut(lease) => lease,
+                    Got::TakenOver(lease) => {
+                        // The abandoned checkout stops counting before the takeover does.
+                        drop(checkout);
+                        lease.counting(profile_pool.demand.begin())
+                    }
+                }
             }
         };
         let plan = HoldPlan {
