@@ -765,6 +765,22 @@ async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
     }
 }
 
+/// Waits (at most 120 s) until every turn is released and the filler has no start in flight.
+/// Not until the warm targets are met: held conversations may be using the capacity, and the
+/// filler does not evict them to reach a target (a new conversation takes one over instead).
+async fn settle(pool: &WarmPool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    pool.wait_releases(pool.status().turns, Duration::from_secs(120))
+        .await;
+    while Instant::now() < deadline {
+        let s = pool.status();
+        if s.profiles.iter().all(|p| p.starting == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Everything through ccpool's HTTP server with default pool settings (but host networking).
 async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
     // 80 requests by default; a short run (CI's BENCH_REQUESTS=16) bursts less.
@@ -777,11 +793,11 @@ async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
     let warm = PoolConfig::default().warm_default;
     assert!(stack.pool.wait_warm(warm, Duration::from_secs(120)).await);
     phases.push(http_burst(&stack, burst).await);
-    stack.pool.wait_warm(warm, Duration::from_secs(120)).await;
+    settle(&stack.pool).await;
     phases.extend(http_conversations(&stack, 1, n).await);
-    stack.pool.wait_warm(warm, Duration::from_secs(120)).await;
+    settle(&stack.pool).await;
     phases.extend(http_conversations(&stack, 4, n).await);
-    stack.pool.wait_warm(warm, Duration::from_secs(120)).await;
+    settle(&stack.pool).await;
     phases.push(http_new_sessions(&stack, (n / 4).max(3)).await);
     let s = stack.pool.status();
     println!(
