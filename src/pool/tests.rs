@@ -924,3 +924,25 @@ async fn a_new_conversation_takes_over_a_holding_idle_past_the_limit_rather_than
     assert_eq!((status.continued, status.replayed), (1, 1));
     pool.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_sent_the_moment_the_answer_ends_finds_the_holding() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(100))).await;
+    let owner = OwnerKey::new("alice");
+    let mut chat = Chat::default();
+    let prompts: Vec<String> = (0..30).map(|i| format!("turn {i}")).collect();
+    for prompt in &prompts {
+        // No wait for the release: the next request goes out as soon as the stream ends.
+        let stream = pool
+            .run_conversation(&LaunchProfile::default(), &owner, chat.request(prompt))
+            .await
+            .unwrap();
+        let (events, outcome) = stream.collect_all().await;
+        assert!(outcome.is_success(), "{outcome:?}");
+        chat.saw(prompt, &text(&events));
+    }
+    let status = pool.status();
+    assert_eq!((status.continued, status.replayed), (29, 0), "{status:?}");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
