@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ccpool::cli::{CliEvent, CliSettings, StdinLine, StreamEvent, cli_argv, cli_env};
+use ccpool::cli::{CliEvent, CliSettings, McpRequest, StdinLine, StreamEvent, cli_argv, cli_env};
 use ccpool::credentials::Credentials;
 use ccpool::docker::DockerRuntime;
 use ccpool::domain::{BlockDelta, LaunchProfile, OwnerKey, TurnEvent, TurnItem, TurnRequest};
@@ -137,8 +137,8 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
         )
         .await
         .ok()?;
-    while let Ok(Some(line)) = lines.next_line().await {
-        if matches!(CliEvent::parse(&line), Ok(CliEvent::ControlResponse { .. })) {
+    while let Some(event) = host_event(&mut lines, &mut stdin).await {
+        if matches!(event, CliEvent::ControlResponse { .. }) {
             break;
         }
     }
@@ -154,12 +154,12 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
         };
         stdin.write_all(send(user).as_bytes()).await.ok()?;
         let mut got = None;
-        while let Ok(Some(line)) = lines.next_line().await {
-            match CliEvent::parse(&line) {
-                Ok(CliEvent::Stream(StreamEvent::ContentBlockDelta { .. })) if got.is_none() => {
+        while let Some(event) = host_event(&mut lines, &mut stdin).await {
+            match event {
+                CliEvent::Stream(StreamEvent::ContentBlockDelta { .. }) if got.is_none() => {
                     got = Some(started.elapsed())
                 }
-                Ok(CliEvent::Result(_)) => break,
+                CliEvent::Result(_) => break,
                 _ => {}
             }
         }
@@ -171,8 +171,8 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
             },
         };
         stdin.write_all(send(rewind).as_bytes()).await.ok()?;
-        while let Ok(Some(line)) = lines.next_line().await {
-            if matches!(CliEvent::parse(&line), Ok(CliEvent::ControlResponse { .. })) {
+        while let Some(event) = host_event(&mut lines, &mut stdin).await {
+            if matches!(event, CliEvent::ControlResponse { .. }) {
                 break;
             }
         }
@@ -191,6 +191,42 @@ async fn host_baseline(mock: &MockUpstream, n: usize) -> Option<Phase> {
     let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&home);
     Some(phase)
+}
+
+/// The host CLI's next event, answering its in-band MCP server's requests on the way as a
+/// worker does (no client tools): without answers the CLI waits on them.
+async fn host_event(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stdin: &mut tokio::process::ChildStdin,
+) -> Option<CliEvent> {
+    use ccpool::cli::mcp;
+    loop {
+        let line = lines.next_line().await.ok()??;
+        match CliEvent::parse(&line) {
+            Ok(CliEvent::Mcp {
+                request_id,
+                request,
+            }) => {
+                let message = match request {
+                    McpRequest::Initialize { id } => mcp::initialize_result(&id),
+                    McpRequest::Notification { .. } => mcp::empty_result(),
+                    McpRequest::ListTools { id } => mcp::tools_list_result(&id, &[]),
+                    McpRequest::Other { id, method } => mcp::method_not_found(&id, &method),
+                    McpRequest::CallTool { id, .. } => mcp::call_result(&id, &[], true),
+                };
+                let answer = StdinLine::McpResponse {
+                    request_id,
+                    message,
+                };
+                stdin
+                    .write_all(format!("{}\n", answer.to_json()).as_bytes())
+                    .await
+                    .ok()?;
+            }
+            Ok(event) => return Some(event),
+            Err(_) => {}
+        }
+    }
 }
 
 async fn one_request(pool: &WarmPool, owner: &OwnerKey, i: usize) -> Duration {
