@@ -38,6 +38,9 @@ async fn soak_every_request_ends_and_nothing_leaks() {
     let mut config = pool_config(reuse(), 4);
     config.max_workers = 10;
     config.checkout_timeout = Duration::from_secs(60);
+    // Every request is a one-shot conversation: its holding is let go at the reaper's next
+    // pass, so "back to full" below means warm workers, not conversations held for follow-ups.
+    config.hold_idle = Duration::from_millis(1);
     let mut worker_settings = settings(&mock.base_url(), Credentials::ApiKey("sk-test".into()));
     worker_settings.silence_limit = Duration::from_secs(20);
     let instance = worker_settings.instance_id.clone();
@@ -72,7 +75,7 @@ async fn soak_every_request_ends_and_nothing_leaks() {
                     kills.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": stream, "messages": [{"role": "user", "content": prompt}]});
+            let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": stream, "messages": [{"role": "user", "content": prompt}]});
             let started = Instant::now();
             let finished = tokio::time::timeout(Duration::from_secs(90), async {
                 let response = http.post(&url).json(&body).send().await.expect("ccpool answers");
@@ -128,13 +131,32 @@ async fn soak_every_request_ends_and_nothing_leaks() {
         .await;
     let elapsed = t0.elapsed();
 
-    // The pool is back to full within 5 seconds of the end.
+    // The pool is back to full within 5 seconds of the end: every turn released, every
+    // capacity slot a worker again (the killed ones replaced), none busy or starting. Its
+    // workers may be warm or idle (kept for their owner): the adaptive target is the soak's
+    // own peak, so the filler does not trade idle workers for fresh ones. No single signal
+    // says all of this: the status is polled, bounded.
     let end = Instant::now();
+    let turns = pool.status().turns;
     assert!(
-        pool.wait_warm(4, Duration::from_secs(5)).await,
-        "not full again: {:?}",
+        pool.wait_releases(turns, Duration::from_secs(5)).await,
+        "turns not released: {:?}",
         pool.status()
     );
+    let full = |s: &ccpool::pool::PoolStatus| {
+        s.workers == s.max_workers
+            && s.profiles
+                .iter()
+                .all(|p| p.busy == 0 && p.starting == 0 && p.waiting == 0)
+    };
+    while !full(&pool.status()) {
+        assert!(
+            end.elapsed() < Duration::from_secs(5),
+            "not full again: {:?}",
+            pool.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let refill = end.elapsed();
 
     // No exec process is left behind in any worker: init, sleep and the CLI only.
