@@ -637,13 +637,14 @@ async fn http_stack(mock: &MockUpstream, label: &str, config: PoolConfig) -> Htt
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let state = AppState::new(pool.clone(), sessions.clone(), ApiSettings::default());
-    let shutdown = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .unwrap();
-    });
+    // ccpool's own accept loop, as `ccpool serve` runs it (TCP_NODELAY on every connection:
+    // with axum::serve's defaults, Nagle's algorithm held some first deltas ~40 ms).
+    tokio::spawn(ccpool::listener::serve(
+        listener,
+        app(state),
+        ccpool::listener::Limits::default(),
+        stop.clone(),
+    ));
     HttpStack {
         pool,
         sessions,
