@@ -26,6 +26,8 @@ pub(super) struct HoldPlan {
     pub(super) profile: Arc<ProfilePool>,
     pub(super) owner: OwnerKey,
     pub(super) continuation: Continuation,
+    /// The turn began its conversation (the request had no history).
+    pub(super) first_turn: bool,
 }
 
 /// A worker kept, unreset, for the conversation it served.
@@ -39,6 +41,10 @@ pub(super) struct Held {
     pub(super) since: Instant,
     /// The CLI waits on client tool results.
     pub(super) parked: bool,
+    /// It holds a conversation's first turn: nothing says yet that its client continues
+    /// conversations (one-shot requests never do), so a new conversation may take it over at
+    /// once (see `take_over_candidate`).
+    pub(super) first_turn: bool,
     /// The turn's token: cancelled when the answer was cut or the client left before its end,
     /// which can happen after the worker's turn ended (a stop sequence in the last delta).
     cut: CancellationToken,
@@ -110,19 +116,37 @@ impl ProfilePool {
         Some(held.swap_remove(i))
     }
 
-    /// The least recently used holding of `owner` that is not parked on tool calls, if it
-    /// has been idle for `min_idle` at least.
-    pub(super) fn take_oldest_idle_held_of(
+    /// The holding a request of `owner` may take over: its least recently used one that is
+    /// not parked on tool calls and has been idle for `min_idle` at least, or, for a first
+    /// turn (`first_turn`), that holds a first turn.
+    pub(super) fn take_over_candidate(
         &self,
         owner: &OwnerKey,
         min_idle: Duration,
+        first_turn: bool,
     ) -> Option<Held> {
         let mut held = lock(&self.held);
         let i = (0..held.len())
             .filter(|&i| held[i].owner == *owner && !held[i].parked)
-            .filter(|&i| held[i].since.elapsed() >= min_idle)
+            .filter(|&i| (first_turn && held[i].first_turn) || held[i].since.elapsed() >= min_idle)
             .min_by_key(|&i| held[i].since)?;
         Some(held.swap_remove(i))
+    }
+
+    /// How long until a holding of `owner` that such a request may not take over yet
+    /// becomes one it may, by idling (`None`: no such holding).
+    pub(super) fn next_candidate_in(
+        &self,
+        owner: &OwnerKey,
+        min_idle: Duration,
+        first_turn: bool,
+    ) -> Option<Duration> {
+        lock(&self.held)
+            .iter()
+            .filter(|h| h.owner == *owner && !h.parked && !(first_turn && h.first_turn))
+            .map(|h| min_idle.saturating_sub(h.since.elapsed()))
+            .filter(|left| !left.is_zero())
+            .min()
     }
 
     /// (held, of which parked).
@@ -163,8 +187,10 @@ impl PoolInner {
             owner_state,
             since: Instant::now(),
             parked: !outcome.awaiting_tools.is_empty(),
+            first_turn: plan.first_turn,
             cut,
         });
+        plan.profile.held_added.notify_waiters();
         None
     }
 

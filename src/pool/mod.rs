@@ -47,10 +47,6 @@ use hold::HoldPlan;
 use reservoir::ProfilePool;
 use status::Counters;
 
-/// How often a conversation turn waiting for a worker start looks for a holding of its owner
-/// to take over instead.
-const TAKEOVER_RECHECK: Duration = Duration::from_millis(100);
-
 /// What happens to a worker after it served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReusePolicy {
@@ -326,18 +322,23 @@ impl WarmPool {
                 profile: profile_pool,
                 owner: owner.clone(),
                 continuation,
+                first_turn: false,
             };
             let lease = Lease::new(held.into_worker(), owner_state, inner.clone());
             return Ok(lease.counting(in_flight).holding(plan).start_turn(request));
         }
-        if !turn.history.is_empty() {
+        let first_turn = turn.history.is_empty();
+        if !first_turn {
             inner.counters.count_replayed();
         }
-        let lease = match inner.take_over_holding(&profile_pool, owner).await {
+        let lease = match inner
+            .take_over_holding(&profile_pool, owner, first_turn)
+            .await
+        {
             Some(lease) => lease.counting(in_flight),
             None => {
-                // While it waits for a start, a holding of its owner that becomes idle long
-                // enough is taken over instead.
+                // While it waits for a start, a holding of its owner that it may take over
+                // (a new one, or one that has idled long enough) is taken over instead.
                 let mut checkout =
                     Box::pin(self.checkout_counted(profile_pool.clone(), owner, in_flight));
                 enum Got {
@@ -345,13 +346,22 @@ impl WarmPool {
                     TakenOver(Lease),
                 }
                 let got = loop {
+                    let held_added = profile_pool.held_added.notified();
+                    tokio::pin!(held_added);
+                    held_added.as_mut().enable();
+                    let idled = profile_pool
+                        .next_candidate_in(owner, inner.config.takeover_idle, first_turn)
+                        .unwrap_or(inner.config.checkout_timeout);
                     tokio::select! {
                         lease = &mut checkout => break Got::CheckedOut(lease?),
-                        _ = tokio::time::sleep(TAKEOVER_RECHECK) => {
-                            if let Some(lease) = inner.take_over_holding(&profile_pool, owner).await {
-                                break Got::TakenOver(lease);
-                            }
-                        }
+                        _ = held_added => {}
+                        _ = tokio::time::sleep(idled) => {}
+                    }
+                    if let Some(lease) = inner
+                        .take_over_holding(&profile_pool, owner, first_turn)
+                        .await
+                    {
+                        break Got::TakenOver(lease);
                     }
                 };
                 match got {
@@ -368,6 +378,7 @@ impl WarmPool {
             profile: profile_pool,
             owner: owner.clone(),
             continuation,
+            first_turn,
         };
         Ok(lease.holding(plan).start_turn(turn))
     }
@@ -575,13 +586,18 @@ impl PoolInner {
 
     /// When `owner` has no idle worker for this profile and none is warm, so the request
     /// would wait for a cold start, its least recently used holding (not parked) is reset and
-    /// serves the new conversation instead: a reset costs a few milliseconds, a cold start
-    /// most of a second. Only a holding idle for `takeover_idle` at least, unless capacity is
-    /// used up (then a holding would be evicted to make room for that cold start anyway).
+    /// serves the request instead: a reset costs a few milliseconds, a cold start most of a
+    /// second. A first turn (`first_turn`) takes over a first turn's holding at once (nothing
+    /// says either client continues its conversations: a burst of one-shot requests runs on
+    /// the workers it has); any other holding, or for any other request, only once idle for
+    /// `takeover_idle` (a client that continues its conversations sends its next turn within
+    /// moments), unless capacity is used up (then a holding would be evicted to make room for
+    /// that cold start anyway).
     async fn take_over_holding(
         self: &Arc<Self>,
         profile: &Arc<ProfilePool>,
         owner: &OwnerKey,
+        first_turn: bool,
     ) -> Option<Lease> {
         let (owner_pool, owner_state) = self.owner_pool(profile, owner);
         if owner_pool.status().available > 0 || profile.warm() > 0 {
@@ -592,7 +608,7 @@ impl PoolInner {
         } else {
             self.config.takeover_idle
         };
-        let held = profile.take_oldest_idle_held_of(owner, min_idle)?;
+        let held = profile.take_over_candidate(owner, min_idle, first_turn)?;
         let mut worker = held.into_worker();
         if !worker.is_alive() || !owner::within_policy(self.config.policy, &worker) {
             drop(managed::Object::take(worker));

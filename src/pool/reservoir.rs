@@ -29,6 +29,9 @@ pub(super) struct ProfilePool {
     pub(super) owners: Mutex<HashMap<OwnerKey, OwnerEntry>>,
     /// Used workers kept unreset for the conversation they served (see `hold`).
     pub(super) held: Mutex<Vec<Held>>,
+    /// Notified when a conversation is held: a new conversation waiting for a start may take
+    /// it over.
+    pub(super) held_added: Notify,
     /// Its requests in flight and their recent peak (the adaptive target).
     pub(super) demand: Arc<Demand>,
     pub(super) failures: StartFailures,
@@ -44,6 +47,7 @@ impl ProfilePool {
             waiting: AtomicUsize::new(0),
             owners: Mutex::new(HashMap::new()),
             held: Mutex::new(Vec::new()),
+            held_added: Notify::new(),
             demand: Arc::new(Demand::default()),
             failures: StartFailures::default(),
         }

@@ -878,8 +878,7 @@ async fn a_profile_whose_workers_fail_to_start_is_backed_off_then_given_up_until
 }
 
 #[tokio::test]
-async fn a_new_conversation_takes_over_a_holding_idle_past_the_limit_rather_than_wait_for_a_start()
-{
+async fn a_new_conversation_takes_over_a_first_turn_at_once_and_a_later_one_idle_past_the_limit() {
     let mut fake = FakeRuntime::new();
     fake.start_delay = Duration::from_secs(3);
     let config = PoolConfig {
@@ -895,8 +894,8 @@ async fn a_new_conversation_takes_over_a_holding_idle_past_the_limit_rather_than
         "its replacement is starting"
     );
 
-    // A holding idle past the limit is reset and serves the new conversation at once.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // A first turn's holding is reset and serves a new conversation at once, rather than
+    // the new one waiting for the start.
     let started = Instant::now();
     let mut second = Chat::default();
     let served = turn(&pool, &fake, "alice", &mut second, "two").await;
@@ -904,8 +903,10 @@ async fn a_new_conversation_takes_over_a_holding_idle_past_the_limit_rather_than
     assert!(was_reset(&fake, &holder));
     assert!(started.elapsed() < Duration::from_millis(250), "no wait");
 
-    // A holding idle for less is left alone at first; the next conversation waits, and takes
-    // it over once it is idle long enough, well before the start would be done.
+    // Once a conversation has continued, its holding is left alone at first: the next new
+    // conversation waits, and takes it over once it is idle long enough, well before the
+    // start would be done.
+    turn(&pool, &fake, "alice", &mut second, "two again").await;
     let started = Instant::now();
     let mut third = Chat::default();
     let served = turn(&pool, &fake, "alice", &mut third, "three").await;
@@ -918,10 +919,45 @@ async fn a_new_conversation_takes_over_a_holding_idle_past_the_limit_rather_than
     // Once the start is done, the second conversation's follow-up replays on that new
     // worker; the third's continues.
     assert!(pool.wait_warm(1, Duration::from_secs(5)).await);
-    turn(&pool, &fake, "alice", &mut second, "two again").await;
+    turn(&pool, &fake, "alice", &mut second, "two once more").await;
     turn(&pool, &fake, "alice", &mut third, "three again").await;
     let status = pool.status();
-    assert_eq!((status.continued, status.replayed), (1, 1));
+    assert_eq!((status.continued, status.replayed), (2, 1));
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_one_shot_requests_runs_on_the_workers_it_has_instead_of_waiting_for_starts() {
+    let mut fake = FakeRuntime::new();
+    fake.start_delay = Duration::from_secs(2);
+    let config = PoolConfig {
+        warm_default: 2,
+        max_workers: 8,
+        ..config(reuse(100))
+    };
+    let pool = pool_with(&fake, config).await;
+    assert!(pool.wait_warm(2, Duration::from_secs(20)).await);
+    // Four at a time, twenty in all, from one key: every one is served by the two warm
+    // workers (each taking over a finished one-shot's holding), none waits for the starts.
+    let started = Instant::now();
+    let workers: Vec<String> = futures::stream::iter(0..20)
+        .map(|i| {
+            let (pool, fake) = (pool.clone(), fake.clone());
+            async move {
+                let mut chat = Chat::default();
+                turn(&pool, &fake, "alice", &mut chat, &format!("one-shot {i}")).await
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let distinct: std::collections::HashSet<&String> = workers.iter().collect();
+    assert_eq!(distinct.len(), 2, "{workers:?}");
     pool.shutdown(Duration::from_secs(2)).await;
 }
 
