@@ -9,7 +9,9 @@
 //! (`relay,host,reuse,fresh,follow,http,tools`, default all). `relay` is the relay's own first-delta
 //! overhead. `http` runs everything through ccpool's HTTP server with default pool settings: a
 //! burst right after start, stateless three-turn conversations at c=1 and c=4, a new session's
-//! first turn (BENCH_BURST sets the burst size, default twice BENCH_REQUESTS, at most 80).
+//! first turn (BENCH_BURST sets the burst size, default twice BENCH_REQUESTS, at most 80;
+//! BENCH_WARM_UP_TURNS and BENCH_TAKEOVER_MS set `--warm-up-turns` and `--takeover-idle-secs`,
+//! to compare).
 //! Workers run on the internal test network and reach the mock through the relay. `tools`
 //! times a client tool round trip through HTTP: the first delta of a warm first turn, of a
 //! parked turn resumed by its results, and of results replayed.
@@ -617,6 +619,12 @@ async fn http_stack(mock: &MockUpstream, label: &str, config: PoolConfig) -> Htt
         Err(_) => Some(BENCH_MODEL.to_string()),
     };
     println!("  (http: --default-model {:?})", settings.cli.model);
+    if let Some(turns) = std::env::var("BENCH_WARM_UP_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.warm_up_turns = turns;
+    }
     let pool = WarmPool::start(
         Arc::new(runtime),
         settings,
@@ -736,6 +744,17 @@ async fn http_burst(stack: &HttpStack, n: usize) -> Phase {
     for t in tasks {
         first_delta.extend(t.await.expect("bench task"));
     }
+    let mut slowest = first_delta.clone();
+    slowest.sort();
+    slowest.reverse();
+    println!(
+        "  (burst slowest: {:?})",
+        slowest
+            .iter()
+            .take(12)
+            .map(|d| d.as_millis())
+            .collect::<Vec<_>>()
+    );
     Phase {
         name: format!("http burst after start, c=4, {n} req"),
         first_delta,
@@ -826,7 +845,14 @@ async fn bench_http(mock: &MockUpstream, n: usize) -> Vec<Phase> {
         .and_then(|v| v.parse().ok())
         .unwrap_or((2 * n).min(80));
     let mut phases = Vec::new();
-    let stack = http_stack(mock, "http", PoolConfig::default()).await;
+    let mut config = PoolConfig::default();
+    if let Some(ms) = std::env::var("BENCH_TAKEOVER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.takeover_idle = Duration::from_millis(ms);
+    }
+    let stack = http_stack(mock, "http", config).await;
     let warm = PoolConfig::default().warm_default;
     assert!(stack.pool.wait_warm(warm, Duration::from_secs(120)).await);
     phases.push(http_burst(&stack, burst).await);

@@ -125,6 +125,10 @@ pub struct RuntimeArgs {
     /// Seconds a worker may take to start (container and CLI).
     #[arg(long, env = "CCPOOL_START_TIMEOUT_SECS", default_value_t = 60)]
     pub start_timeout_secs: u64,
+    /// Throwaway turns a new worker's CLI runs before it serves anyone, answered by the relay
+    /// and then rewound, so that its first real request is as fast as a later one (0: none).
+    #[arg(long, env = "CCPOOL_WARM_UP_TURNS", default_value_t = 3)]
+    pub warm_up_turns: usize,
     /// What happens to a worker after a request.
     #[arg(long, env = "CCPOOL_POLICY", value_enum, default_value_t = PolicyName::Reuse)]
     pub policy: PolicyName,
@@ -158,9 +162,9 @@ pub struct RuntimeArgs {
     /// Seconds a worker parked on client tool calls waits for their results.
     #[arg(long, env = "CCPOOL_PARKED_IDLE_SECS", default_value_t = 900)]
     pub parked_idle_secs: u64,
-    /// A new conversation that would wait for a cold start takes over (resets) its key's least
+    /// A request that would wait for a cold start takes over (resets) its key's least
     /// recently used held conversation idle this many seconds (any, when --max-workers is
-    /// reached).
+    /// reached; a first turn takes over a first turn's holding at once).
     #[arg(long, env = "CCPOOL_TAKEOVER_IDLE_SECS", default_value_t = 1)]
     pub takeover_idle_secs: u64,
 }
@@ -279,6 +283,7 @@ impl RuntimeArgs {
             instance_id: self.instance.clone(),
             start_timeout: Duration::from_secs(self.start_timeout_secs),
             silence_limit: Duration::from_secs(self.silence_limit_secs),
+            warm_up_turns: self.warm_up_turns,
             ..WorkerSettings::default()
         }
     }

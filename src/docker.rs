@@ -205,6 +205,7 @@ impl ContainerRuntime for DockerRuntime {
             init: Some(spec.init),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
+            cpu_shares: spec.cpu_shares,
             pids_limit: spec.pids_limit,
             network_mode: spec.network_mode.clone(),
             ..Default::default()
@@ -320,6 +321,20 @@ impl ContainerRuntime for DockerRuntime {
         } else {
             Some(inspect.exit_code.unwrap_or(-1))
         })
+    }
+
+    async fn set_cpu_shares(&self, container_id: &str, shares: i64) -> Result<(), RuntimeError> {
+        let update = bollard::models::ContainerUpdateBody {
+            cpu_shares: Some(shares),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(container_id, update)
+            .await
+            .map_err(|e| RuntimeError::UpdateContainer {
+                id: container_id.to_string(),
+                cause: e.to_string(),
+            })
     }
 
     async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError> {

@@ -231,6 +231,10 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
+    async fn set_cpu_shares(&self, _: &str, _: i64) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn list_containers(
         &self,
         labels: &[(&str, &str)],

@@ -44,6 +44,8 @@ pub struct ContainerSpec {
     pub init: bool,
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
+    /// Relative CPU weight against other containers (Docker's default is 1024).
+    pub cpu_shares: Option<i64>,
     pub pids_limit: Option<i64>,
     pub network_mode: Option<String>,
 }
@@ -104,6 +106,8 @@ pub enum RuntimeError {
     StartContainer { id: String, cause: String },
     #[error("removing container {id}: {cause}")]
     RemoveContainer { id: String, cause: String },
+    #[error("updating container {id}: {cause}")]
+    UpdateContainer { id: String, cause: String },
     #[error("listing containers: {0}")]
     ListContainers(String),
     #[error("creating an exec in container {id}: {cause}")]
@@ -142,6 +146,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Kills and removes a container (and its anonymous volumes). Removing a container
     /// that is already gone succeeds.
     async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError>;
+
+    /// Changes a running container's relative CPU weight.
+    async fn set_cpu_shares(&self, container_id: &str, shares: i64) -> Result<(), RuntimeError>;
 
     /// Containers (running or not) that carry every one of `labels`.
     async fn list_containers(

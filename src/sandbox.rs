@@ -121,6 +121,7 @@ impl SandboxConfig {
             init: self.init,
             memory_bytes: self.memory_mib.map(|m| i64::from(m) * 1024 * 1024),
             nano_cpus: self.cpus.map(|c| (c * 1e9) as i64),
+            cpu_shares: None,
             pids_limit: self.pids_limit,
             network_mode: Some(self.network.clone()),
         }

@@ -5,6 +5,7 @@
 mod conversation;
 #[cfg(test)]
 mod tests;
+mod warm_up;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -37,6 +38,11 @@ use crate::gateway::{RelayLink, WorkerToken};
 use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, RuntimeError};
 use crate::sandbox::{SandboxConfig, worker_labels};
 use conversation::{Conversation, StreamCheck};
+
+/// The CPU weight of a worker while it starts, against Docker's default (`CPU_SHARES`) for
+/// the others.
+const STARTING_CPU_SHARES: i64 = 128;
+const CPU_SHARES: i64 = 1024;
 
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 2048;
@@ -72,6 +78,9 @@ pub struct WorkerSettings {
     /// The most stdout one turn may print: a CLI whose agent floods its stdout is stopped
     /// before the flood costs more than this much parsing and memory.
     pub max_turn_bytes: u64,
+    /// Throwaway turns a new worker's CLI runs (answered by the relay, then rewound) before it
+    /// serves anyone, so that its first real turn is as fast as a later one (`warm_up`).
+    pub warm_up_turns: usize,
 }
 
 impl Default for WorkerSettings {
@@ -87,6 +96,7 @@ impl Default for WorkerSettings {
             interrupt_grace: Duration::from_secs(5),
             max_line_bytes: 16 * 1024 * 1024,
             max_turn_bytes: 256 * 1024 * 1024,
+            warm_up_turns: 3,
         }
     }
 }
@@ -245,9 +255,12 @@ impl Worker {
         if let Some(session) = session {
             labels.insert(LABEL_SESSION.to_string(), session.session_id.clone());
         }
-        let spec = settings
+        let mut spec = settings
             .sandbox
             .container_spec_in(labels, session.map(|s| s.volume.as_str()));
+        // A starting worker (container, CLI start, warm-up: about a CPU-second) yields the
+        // CPU to the workers that serve requests; it gets the usual weight once it is warm.
+        spec.cpu_shares = Some(STARTING_CPU_SHARES);
         let container_id = runtime.start_container(&spec).await?;
         let token = settings.relay.as_ref().map(|r| r.gateway.issue(&id));
         match Self::launch_cli(
@@ -260,7 +273,12 @@ impl Worker {
         )
         .await
         {
-            Ok(worker) => Ok(worker),
+            Ok(worker) => {
+                if let Err(e) = runtime.set_cpu_shares(&container_id, CPU_SHARES).await {
+                    tracing::warn!(cause = %e, "a warm worker keeps the CPU weight of a start");
+                }
+                Ok(worker)
+            }
             Err(e) => {
                 if let Err(remove) = runtime.remove_container(&container_id).await {
                     tracing::warn!(cause = %remove, "removing a worker that failed to start");
@@ -324,6 +342,7 @@ impl Worker {
         let init = Initialized::from_answer(&init);
         worker.models = init.models;
         worker.cli_version = init.cli_version;
+        worker.warm_up(settings.warm_up_turns).await?;
         worker.removed = false;
         tracing::debug!(worker = %worker.id, container = short(container_id), "worker ready");
         Ok(worker)

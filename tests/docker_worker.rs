@@ -148,6 +148,64 @@ async fn two_requests_on_one_warm_worker_leave_no_trace_of_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_warms_up_on_the_relay_alone_and_leaves_no_trace() {
+    let mock = MockUpstream::start().await;
+    let warmed_settings = settings(&mock.base_url(), Credentials::ApiKey("sk-test".into()));
+    let gateway = warmed_settings.relay.as_ref().unwrap().gateway.clone();
+    let turns = warmed_settings.warm_up_turns;
+    assert!(turns > 0, "warming up is the default");
+    let warmed = start_pool(warmed_settings, pool_config(reuse(), 1)).await;
+    let mut cold_settings = settings(&mock.base_url(), Credentials::ApiKey("sk-test".into()));
+    cold_settings.warm_up_turns = 0;
+    let cold_gateway = cold_settings.relay.as_ref().unwrap().gateway.clone();
+    let cold = start_pool(cold_settings, pool_config(reuse(), 1)).await;
+
+    // Every warm-up request was answered by the relay: none reached the upstream.
+    let started = warmed.status().started;
+    assert!(started >= 1);
+    assert_eq!(gateway.warm_up_answers(), turns as u64 * started);
+    assert_eq!(cold_gateway.warm_up_answers(), 0);
+    assert_eq!(
+        mock.message_request_count(),
+        0,
+        "a warm-up reached the upstream"
+    );
+
+    // The same request on a warmed worker and on a never-used one: the upstream gets the
+    // same body (but for the per-process metadata), with no trace of the warm-up.
+    for pool in [&warmed, &cold] {
+        let lease = pool
+            .checkout(&LaunchProfile::default(), &anon())
+            .await
+            .unwrap();
+        assert_eq!(lease.worker().uses(), 0, "warm-up turns are not uses");
+        let (events, outcome) = lease
+            .start_turn(TurnRequest::text("the same first request"))
+            .collect_all()
+            .await;
+        assert!(outcome.is_success(), "{outcome:?}");
+        assert_eq!(
+            text_deltas(&events).concat(),
+            "Echo: the same first request"
+        );
+    }
+    let mut requests = mock.message_requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for request in &mut requests {
+        assert!(
+            !request.all_text().contains("warm-up"),
+            "{:?}",
+            request.body
+        );
+        request.body.as_object_mut().unwrap().remove("metadata");
+    }
+    assert_eq!(requests[0].body, requests[1].body);
+    shutdown_clean(warmed).await;
+    shutdown_clean(cold).await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_mid_stream_ends_the_turn_and_the_worker_serves_again() {
     support::init_tracing();
     let mock = MockUpstream::start().await;
@@ -397,6 +455,8 @@ async fn workers_run_in_the_hardened_sandbox() {
     let host = inspect.host_config.unwrap();
     assert_eq!(host.memory, Some(1024 * 1024 * 1024));
     assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    // A warm worker has the usual CPU weight back (128 only while it started).
+    assert_eq!(host.cpu_shares, Some(1024));
     assert_eq!(host.pids_limit, Some(256));
     assert_eq!(host.readonly_rootfs, Some(true));
     let labels = inspect.config.unwrap().labels.unwrap();

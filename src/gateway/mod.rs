@@ -7,6 +7,7 @@ pub mod broker;
 pub mod relay;
 pub mod report;
 pub mod tokens;
+mod warm_up;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct Gateway {
     broker: Broker,
     report: Arc<Report>,
     kind: TokenKind,
+    /// Requests of warming workers the relay answered itself (`warm_up`).
+    warm_up_answers: std::sync::atomic::AtomicU64,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -102,6 +105,7 @@ impl Gateway {
             broker,
             report: Arc::new(Report::default()),
             kind,
+            warm_up_answers: Default::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -174,6 +178,17 @@ impl Gateway {
         self.tokens.live_count()
     }
 
+    /// How many requests of warming workers the relay has answered itself.
+    pub fn warm_up_answers(&self) -> u64 {
+        self.warm_up_answers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_warm_up_answer(&self) {
+        self.warm_up_answers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Why the gateway cannot serve, for `/ready`: a failed refresh of a token that has
     /// expired or is about to.
     pub fn not_ready_because(&self) -> Option<String> {
@@ -196,6 +211,7 @@ impl Gateway {
         serde_json::json!({
             "upstream": self.upstream,
             "live_worker_tokens": self.tokens.live_count(),
+            "warm_up_answers": self.warm_up_answers(),
             "credential": {
                 "kind": b.kind, "expires_in_secs": b.expires_in_secs, "refreshable": b.refreshable,
                 "refreshes": b.refreshes, "refresh_failure": b.failure,

@@ -53,7 +53,7 @@ fn dropped_on_response(name: &HeaderName) -> bool {
 }
 
 /// An error in the Anthropic shape, which the CLI understands.
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
     (status, axum::Json(body)).into_response()
 }
@@ -69,7 +69,7 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 pub(super) async fn relay(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let Some(worker) = presented(&parts.headers).and_then(|t| gateway.tokens.check(t)) else {
+    let Some(checked) = presented(&parts.headers).and_then(|t| gateway.tokens.check(t)) else {
         gateway.report.rejected();
         return error(
             StatusCode::UNAUTHORIZED,
@@ -77,6 +77,18 @@ pub(super) async fn relay(State(gateway): State<Arc<Gateway>>, request: Request)
             "ccpool relay: unknown or revoked worker token",
         );
     };
+    let worker = checked.worker;
+    if checked.warming {
+        let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                "ccpool relay: the request body is too large or was cut",
+            );
+        };
+        gateway.count_warm_up_answer();
+        return super::warm_up::answer(parts.uri.path(), &body);
+    }
     let auth = match gateway.broker.auth().await {
         Ok(auth) => auth,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! Worker tokens: the only credential a worker holds. Each worker gets a random token of its
 //! own when it starts; the relay accepts a request only with a live one (compared in constant
-//! time), and a worker's token is revoked the moment the worker is dropped.
+//! time), and a worker's token is revoked the moment the worker is dropped. While a worker
+//! warms its new CLI up (`WorkerToken::warming`), the relay answers its requests itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,23 @@ const PREFIX: &str = "ccpool-w-";
 /// The live worker tokens of one ccpool instance. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct WorkerTokens {
-    /// Worker id → the random part of its token.
-    live: Arc<Mutex<HashMap<String, Secret>>>,
+    live: Arc<Mutex<HashMap<String, Live>>>,
+}
+
+/// A live token, by its worker's id.
+struct Live {
+    /// The random part of the token.
+    random: Secret,
+    /// The worker is warming its CLI up: its requests are answered by the relay itself.
+    warming: bool,
+}
+
+/// A worker a presented token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub worker: String,
+    /// Its CLI is warming up: the request must not reach the upstream.
+    pub warming: bool,
 }
 
 impl std::fmt::Debug for WorkerTokens {
@@ -47,6 +63,22 @@ impl WorkerToken {
     pub fn worker(&self) -> &str {
         &self.worker
     }
+
+    /// Until the guard is dropped, the relay answers this worker's requests itself (a canned
+    /// answer, see `warm_up`) and forwards none of them.
+    pub fn warming(&self) -> Warming<'_> {
+        self.tokens.set_warming(&self.worker, true);
+        Warming(self)
+    }
+}
+
+/// A worker warming its CLI up; see `WorkerToken::warming`.
+pub struct Warming<'a>(&'a WorkerToken);
+
+impl Drop for Warming<'_> {
+    fn drop(&mut self) {
+        self.0.tokens.set_warming(&self.0.worker, false);
+    }
 }
 
 impl Drop for WorkerToken {
@@ -68,8 +100,13 @@ impl WorkerTokens {
     /// A new token for `worker` (replacing any earlier one it had).
     pub fn issue(&self, worker: &str) -> WorkerToken {
         let random = random_part();
-        self.lock()
-            .insert(worker.to_string(), Secret::new(random.clone()));
+        self.lock().insert(
+            worker.to_string(),
+            Live {
+                random: Secret::new(random.clone()),
+                warming: false,
+            },
+        );
         WorkerToken {
             worker: worker.to_string(),
             token: Secret::new(format!("{PREFIX}{worker}.{random}")),
@@ -79,12 +116,20 @@ impl WorkerTokens {
 
     /// The worker a presented token belongs to, if it is live. The random part is compared
     /// in constant time; the worker id is not secret.
-    pub fn check(&self, presented: &str) -> Option<String> {
+    pub fn check(&self, presented: &str) -> Option<Checked> {
         let (worker, random) = presented.strip_prefix(PREFIX)?.split_once('.')?;
         let live = self.lock();
         let expected = live.get(worker)?;
-        bool::from(expected.expose().as_bytes().ct_eq(random.as_bytes()))
-            .then(|| worker.to_string())
+        bool::from(expected.random.expose().as_bytes().ct_eq(random.as_bytes())).then(|| Checked {
+            worker: worker.to_string(),
+            warming: expected.warming,
+        })
+    }
+
+    fn set_warming(&self, worker: &str, warming: bool) {
+        if let Some(live) = self.lock().get_mut(worker) {
+            live.warming = warming;
+        }
     }
 
     /// Revokes a worker's token at once.
@@ -96,7 +141,7 @@ impl WorkerTokens {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Secret>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -111,8 +156,9 @@ mod tests {
         let a = tokens.issue("w1");
         let b = tokens.issue("w2");
         let shown_a = a.secret().expose().to_string();
-        assert_eq!(tokens.check(&shown_a).as_deref(), Some("w1"));
-        assert_eq!(tokens.check(b.secret().expose()).as_deref(), Some("w2"));
+        let worker = |shown: &str| tokens.check(shown).map(|c| c.worker);
+        assert_eq!(worker(&shown_a).as_deref(), Some("w1"));
+        assert_eq!(worker(b.secret().expose()).as_deref(), Some("w2"));
         assert_ne!(shown_a, b.secret().expose());
         // Another worker's id with this random part, a truncated token, garbage: refused.
         let forged = shown_a.replace("w1.", "w2.");
@@ -124,5 +170,19 @@ mod tests {
         assert_eq!(tokens.check(&shown_a), None, "revoked at once");
         assert_eq!(tokens.live_count(), 1);
         assert!(!format!("{b:?} {tokens:?}").contains(&b.secret().expose()[12..]));
+    }
+
+    #[test]
+    fn a_token_is_warming_while_its_guard_lives() {
+        let tokens = WorkerTokens::default();
+        let (a, b) = (tokens.issue("w1"), tokens.issue("w2"));
+        let warming = |t: &WorkerToken| tokens.check(t.secret().expose()).unwrap().warming;
+        assert!(!warming(&a));
+        {
+            let _guard = a.warming();
+            assert!(warming(&a));
+            assert!(!warming(&b), "only its own worker's");
+        }
+        assert!(!warming(&a));
     }
 }
