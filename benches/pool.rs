@@ -532,7 +532,7 @@ async fn bench_follow_ups(mock: &MockUpstream, n: usize) -> Vec<Phase> {
             });
         }
         let name = if stateless {
-            "stateless follow-up (replayed), c=1"
+            "stateless follow-up (continued), c=1"
         } else {
             "session follow-up, c=1"
         };
@@ -748,7 +748,7 @@ async fn http_burst(stack: &HttpStack, n: usize) -> Phase {
     slowest.sort();
     slowest.reverse();
     println!(
-        "  (burst slowest: {:?})",
+        "  (http: the burst's slowest first deltas, ms: {:?})",
         slowest
             .iter()
             .take(12)
