@@ -1133,6 +1133,12 @@ impl Worker {
         for call in parked.requests {
             self.answer_call(call, &[], true).await?;
         }
+        self.skip_to_result(limit).await
+    }
+
+    /// Reads the CLI's output up to the current turn's `result`, whatever it says, serving
+    /// MCP requests on the way (a turn no client sees: a parked one ending, a warm-up).
+    async fn skip_to_result(&mut self, limit: Duration) -> Result<(), WorkerError> {
         let wait = async {
             loop {
                 match self.events.next().await {

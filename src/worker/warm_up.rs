@@ -5,10 +5,7 @@
 //! as a reset does. Nothing of them reaches the upstream, and the next conversation's requests
 //! are the same as a never-used CLI's (measured: byte for byte, but for the user's text).
 
-use futures::StreamExt;
-
 use super::{Worker, WorkerError};
-use crate::cli::CliEvent;
 use crate::domain::ContentBlock;
 
 /// The user text of a warm-up turn. Only the relay's canned answer ever sees it.
@@ -43,23 +40,6 @@ impl Worker {
     async fn warm_up_turn(&mut self) -> Result<(), WorkerError> {
         let line = self.user_line(vec![ContentBlock::Text(TEXT.into())]);
         self.write_line(&line).await?;
-        let limit = self.settings.start_timeout;
-        let turn = async {
-            loop {
-                match self.events.next().await {
-                    Some(Ok(CliEvent::Result(_))) => return Ok(()),
-                    Some(Ok(CliEvent::Mcp {
-                        request_id,
-                        request,
-                    })) => self.serve_mcp_aside(request_id, request).await?,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(WorkerError::Exited(self.stderr_summary())),
-                }
-            }
-        };
-        tokio::time::timeout(limit, turn)
-            .await
-            .map_err(|_| WorkerError::Timeout(limit))?
+        self.skip_to_result(self.settings.start_timeout).await
     }
 }
