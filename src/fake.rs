@@ -46,6 +46,8 @@ struct FakeState {
 
 struct FakeContainer {
     labels: HashMap<String, String>,
+    /// Its CPU weight at creation, then each change.
+    cpu_shares: Vec<Option<i64>>,
     /// Cancelled when the container is removed or the CLI killed.
     alive: CancellationToken,
 }
@@ -63,6 +65,16 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A container's CPU weight at creation, then each change.
+    pub fn cpu_shares_of(&self, container_id: &str) -> Vec<Option<i64>> {
+        let state = self.state.lock().unwrap();
+        state
+            .containers
+            .get(container_id)
+            .map(|c| c.cpu_shares.clone())
+            .unwrap_or_default()
     }
 
     /// Containers that exist now.
@@ -161,6 +173,7 @@ impl ContainerRuntime for FakeRuntime {
             id.clone(),
             FakeContainer {
                 labels: spec.labels.clone(),
+                cpu_shares: vec![spec.cpu_shares],
                 alive: CancellationToken::new(),
             },
         );
@@ -231,7 +244,13 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn set_cpu_shares(&self, _: &str, _: i64) -> Result<(), RuntimeError> {
+    async fn set_cpu_shares(&self, container_id: &str, shares: i64) -> Result<(), RuntimeError> {
+        let mut state = self.state.lock().unwrap();
+        let container = state
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| RuntimeError::NotFound(container_id.to_string()))?;
+        container.cpu_shares.push(Some(shares));
         Ok(())
     }
 

@@ -39,8 +39,8 @@ use crate::runtime::{ContainerRuntime, ExecOutput, ExecSpec, LABEL_SESSION, Runt
 use crate::sandbox::{SandboxConfig, worker_labels};
 use conversation::{Conversation, StreamCheck};
 
-/// The CPU weight of a worker while it starts, against Docker's default (`CPU_SHARES`) for
-/// the others.
+/// The CPU weight of a worker while it starts ahead of demand, against Docker's default
+/// (`CPU_SHARES`) for the others.
 const STARTING_CPU_SHARES: i64 = 128;
 const CPU_SHARES: i64 = 1024;
 
@@ -233,22 +233,27 @@ fn short(id: &str) -> &str {
 }
 
 impl Worker {
-    /// Starts a container and a CLI process in it, and waits until the CLI answers
-    /// `initialize`: from then on it waits on stdin, ready for a request.
+    /// Starts a container and a CLI process in it ahead of demand, and waits until the CLI
+    /// answers `initialize` and has warmed up: from then on it waits on stdin, ready for a
+    /// request.
     pub async fn start(
         runtime: Arc<dyn ContainerRuntime>,
         settings: Arc<WorkerSettings>,
         profile: LaunchProfile,
     ) -> Result<Worker, WorkerError> {
-        Self::start_in(runtime, settings, profile, None).await
+        Self::start_in(runtime, settings, profile, None, true).await
     }
 
     /// Starts a worker whose workspace is a session's volume (labelled with the session).
+    /// `ahead`: nobody waits for this start (a reservoir's or a pre-warmed one), so it yields
+    /// the CPU to the workers serving requests until it is warm; a start a request waits for
+    /// runs at the usual weight.
     pub async fn start_in(
         runtime: Arc<dyn ContainerRuntime>,
         settings: Arc<WorkerSettings>,
         profile: LaunchProfile,
         session: Option<&SessionWorkspace>,
+        ahead: bool,
     ) -> Result<Worker, WorkerError> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let mut labels = worker_labels(&settings.instance_id, &id, &profile.fingerprint());
@@ -258,9 +263,13 @@ impl Worker {
         let mut spec = settings
             .sandbox
             .container_spec_in(labels, session.map(|s| s.volume.as_str()));
-        // A starting worker (container, CLI start, warm-up: about a CPU-second) yields the
-        // CPU to the workers that serve requests; it gets the usual weight once it is warm.
-        spec.cpu_shares = Some(STARTING_CPU_SHARES);
+        // A worker started ahead (container, CLI start, warm-up: about a CPU-second) yields
+        // the CPU to the workers that serve requests; it gets the usual weight once warm.
+        spec.cpu_shares = Some(if ahead {
+            STARTING_CPU_SHARES
+        } else {
+            CPU_SHARES
+        });
         let container_id = runtime.start_container(&spec).await?;
         let token = settings.relay.as_ref().map(|r| r.gateway.issue(&id));
         match Self::launch_cli(
@@ -274,8 +283,10 @@ impl Worker {
         .await
         {
             Ok(worker) => {
-                if let Err(e) = runtime.set_cpu_shares(&container_id, CPU_SHARES).await {
-                    tracing::warn!(cause = %e, "a warm worker keeps the CPU weight of a start");
+                if ahead {
+                    if let Err(e) = runtime.set_cpu_shares(&container_id, CPU_SHARES).await {
+                        tracing::warn!(cause = %e, "a warm worker keeps the CPU weight of a start");
+                    }
                 }
                 Ok(worker)
             }

@@ -413,11 +413,13 @@ impl WarmPool {
         let permit = tokio::time::timeout(limit, slot)
             .await
             .map_err(|_| PoolError::Busy(limit))??;
+        // The session's request waits for this start: the usual CPU weight.
         let mut worker = Worker::start_in(
             inner.runtime.clone(),
             inner.settings.clone(),
             profile,
             Some(&workspace),
+            false,
         )
         .await
         .map_err(|e| {

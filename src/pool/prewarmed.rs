@@ -180,6 +180,7 @@ pub(super) async fn start_prewarmed(
             inner.settings.clone(),
             profile,
             Some(&workspace),
+            true,
         )
         .await
         .map_err(|e| e.to_string()),

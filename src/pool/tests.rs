@@ -9,7 +9,7 @@ use super::*;
 use crate::domain::{BlockDelta, TurnEvent};
 use crate::domain::{LaunchProfile, OwnerKey, TurnItem, TurnOutcome, TurnRequest, TurnStatus};
 use crate::fake::FakeRuntime;
-use crate::worker::WorkerSettings;
+use crate::worker::{SessionWorkspace, WorkerSettings};
 
 fn settings() -> WorkerSettings {
     WorkerSettings {
@@ -980,5 +980,29 @@ async fn a_follow_up_sent_the_moment_the_answer_ends_finds_the_holding() {
     }
     let status = pool.status();
     assert_eq!((status.continued, status.replayed), (29, 0), "{status:?}");
+    pool.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_worker_started_ahead_yields_the_cpu_until_warm_and_a_session_start_does_not() {
+    let fake = FakeRuntime::new();
+    let pool = pool_with(&fake, config(reuse(10))).await;
+    let (pooled, _) = serve(&pool, "alice", "one").await;
+    assert_eq!(fake.cpu_shares_of(&pooled), [Some(128), Some(1024)]);
+
+    let workspace = SessionWorkspace {
+        session_id: "s1".into(),
+        volume: "ccpool.test.alice.s1".into(),
+    };
+    let session = pool
+        .start_dedicated(LaunchProfile::default(), workspace)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.cpu_shares_of(session.container_id()),
+        [Some(1024)],
+        "a request waits for it"
+    );
+    drop(session);
     pool.shutdown(Duration::from_secs(2)).await;
 }
