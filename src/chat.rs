@@ -834,6 +834,18 @@ mod tests {
     }
 
     fn run(items: Vec<TurnItem>, stops: &[&str], thinking: bool) -> (Vec<ChatItem>, usize) {
+        drive(items, stops, thinking, Mode::Message, |s| s)
+    }
+
+    /// Runs a chat stream over `items` (set up further by `with`) to its end: its items and
+    /// how many times it interrupted the CLI.
+    fn drive(
+        items: Vec<TurnItem>,
+        stops: &[&str],
+        thinking: bool,
+        mode: Mode,
+        with: impl FnOnce(ChatStream) -> ChatStream,
+    ) -> (Vec<ChatItem>, usize) {
         let interrupts = Arc::new(AtomicUsize::new(0));
         let counter = interrupts.clone();
         let stream = ChatStream::from_parts(
@@ -843,9 +855,9 @@ mod tests {
             }),
             stops.iter().map(|s| s.to_string()).collect(),
             thinking,
-            Mode::Message,
+            mode,
         );
-        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
+        let out = futures::executor::block_on(with(stream).collect::<Vec<_>>());
         (out, interrupts.load(Ordering::SeqCst))
     }
 
@@ -960,24 +972,14 @@ mod tests {
 
     #[test]
     fn agentic_mode_relays_a_whole_tool_loop_as_one_message() {
-        let items = recorded("tool_bash_partial");
-        let interrupts = Arc::new(AtomicUsize::new(0));
-        let counter = interrupts.clone();
-        let stream = ChatStream::from_parts(
-            Box::pin(futures::stream::iter(items)),
-            Box::new(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }),
-            Vec::new(),
+        let (out, interrupts) = drive(
+            recorded("tool_bash_partial"),
+            &[],
             false,
             Mode::Agentic,
+            |s| s,
         );
-        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
-        assert_eq!(
-            interrupts.load(Ordering::SeqCst),
-            0,
-            "the tool loop runs to its end"
-        );
+        assert_eq!(interrupts, 0, "the tool loop runs to its end");
         let starts = out
             .iter()
             .filter(|i| matches!(i, ChatItem::Event(TurnEvent::MessageStart { .. })))
@@ -1007,15 +1009,13 @@ mod tests {
 
     #[test]
     fn a_structured_answer_comes_whole_at_the_end() {
-        let items = recorded("json_schema_partial");
-        let stream = ChatStream::from_parts(
-            Box::pin(futures::stream::iter(items)),
-            Box::new(|| {}),
-            Vec::new(),
+        let (out, _) = drive(
+            recorded("json_schema_partial"),
+            &[],
             false,
             Mode::Structured,
+            |s| s,
         );
-        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
         assert_eq!(out.len(), 1, "no block is relayed: {out:?}");
         let end = end(&out);
         assert_eq!(end.structured_output.as_deref(), Some(r#"{"answer":42}"#));
@@ -1152,21 +1152,11 @@ mod tests {
         assert_eq!(calls(&both), ["toolu_0", "toolu_1"]);
         assert_eq!(interrupts, 0);
 
-        let interrupted = Arc::new(AtomicUsize::new(0));
-        let counter = interrupted.clone();
-        let stream = ChatStream::from_parts(
-            Box::pin(futures::stream::iter(items)),
-            Box::new(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }),
-            Vec::new(),
-            false,
-            Mode::Message,
-        )
-        .single_tool_call(true);
-        let one = futures::executor::block_on(stream.collect::<Vec<_>>());
+        let (one, interrupted) = drive(items, &[], false, Mode::Message, |s| {
+            s.single_tool_call(true)
+        });
         assert_eq!(calls(&one), ["toolu_0"]);
-        assert_eq!(interrupted.load(Ordering::SeqCst), 1, "the CLI is stopped");
+        assert_eq!(interrupted, 1, "the CLI is stopped");
         let events: Vec<&TurnEvent> = one
             .iter()
             .filter_map(|i| match i {
@@ -1188,15 +1178,13 @@ mod tests {
 
     #[test]
     fn a_forced_call_is_relayed_as_one_tool_use_block() {
-        let stream = ChatStream::from_parts(
-            Box::pin(futures::stream::iter(recorded("json_schema_partial"))),
-            Box::new(|| {}),
-            Vec::new(),
+        let (out, _) = drive(
+            recorded("json_schema_partial"),
+            &[],
             false,
             Mode::Structured,
-        )
-        .forcing(Some(ForcedTool::One("record".into())));
-        let out = futures::executor::block_on(stream.collect::<Vec<_>>());
+            |s| s.forcing(Some(ForcedTool::One("record".into()))),
+        );
         let events: Vec<&TurnEvent> = out
             .iter()
             .filter_map(|i| match i {
