@@ -24,6 +24,8 @@ use support::mock_upstream::MockUpstream;
 struct Outcomes {
     answered: AtomicUsize,
     upstream_errors: AtomicUsize,
+    /// `[[e529]]` requests that ended in a worker error instead: a kill hit their worker.
+    e529_killed: AtomicUsize,
     worker_errors: AtomicUsize,
     disconnected: AtomicUsize,
 }
@@ -94,6 +96,9 @@ async fn soak_every_request_ends_and_nothing_leaks() {
                         }
                         _ => {
                             assert_eq!(v["type"], "error", "{text}");
+                            if i % 20 == 0 {
+                                outcomes.e529_killed.fetch_add(1, Ordering::SeqCst);
+                            }
                             outcomes.worker_errors.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -192,12 +197,13 @@ async fn soak_every_request_ends_and_nothing_leaks() {
         outcomes.answered.load(Ordering::SeqCst) >= REQUESTS * 7 / 10,
         "{outcomes:?}"
     );
-    // Every [[e529]] request is a 529, but for the rare one whose worker a kill happened to hit.
+    // Every [[e529]] request is a 529 passed on, but for one whose worker a kill hit (its
+    // neighbour in the sequence kills a worker while it is in flight: 0 to 4 of 25 seen), which
+    // is a worker error; no other request is ever a 429 or 529.
     let upstream = outcomes.upstream_errors.load(Ordering::SeqCst);
-    assert!(
-        (REQUESTS / 20 - 2..=REQUESTS / 20).contains(&upstream),
-        "{outcomes:?}"
-    );
+    let e529_killed = outcomes.e529_killed.load(Ordering::SeqCst);
+    assert_eq!(upstream + e529_killed, REQUESTS / 20, "{outcomes:?}");
+    assert!(upstream >= REQUESTS / 40, "{outcomes:?}");
     let mut firsts = first_deltas.lock().unwrap().clone();
     firsts.sort();
     let pct = |p: f64| {
