@@ -10,7 +10,8 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StatsOptions,
+    WaitContainerOptions,
 };
 use futures::StreamExt;
 
@@ -335,6 +336,32 @@ impl ContainerRuntime for DockerRuntime {
                 id: container_id.to_string(),
                 cause: e.to_string(),
             })
+    }
+
+    fn cpu_time_samples(
+        &self,
+        container_id: &str,
+    ) -> futures::stream::BoxStream<'static, Result<Duration, RuntimeError>> {
+        let id = container_id.to_string();
+        let options = StatsOptions {
+            stream: true,
+            one_shot: false,
+        };
+        self.docker
+            .stats(container_id, Some(options))
+            .map(move |sample| {
+                let sample = sample.map_err(|e| RuntimeError::ContainerStats {
+                    id: id.clone(),
+                    cause: e.to_string(),
+                })?;
+                let nanos = sample
+                    .cpu_stats
+                    .and_then(|c| c.cpu_usage)
+                    .and_then(|u| u.total_usage)
+                    .unwrap_or_default();
+                Ok(Duration::from_nanos(nanos))
+            })
+            .boxed()
     }
 
     async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError> {

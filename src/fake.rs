@@ -42,12 +42,16 @@ struct FakeState {
     failing_profile: Option<String>,
     /// Container starts that failed that way.
     failed_starts: u64,
+    /// The total CPU times every container's samples give, in order (none by default).
+    cpu_samples: Vec<Duration>,
 }
 
 struct FakeContainer {
     labels: HashMap<String, String>,
     /// Its CPU weight at creation, then each change.
     cpu_shares: Vec<Option<i64>>,
+    /// How many CPU time samples were read.
+    cpu_samples_read: usize,
     /// Cancelled when the container is removed or the CLI killed.
     alive: CancellationToken,
 }
@@ -65,6 +69,20 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The total CPU times each container's samples give from now on, in order.
+    pub fn set_cpu_samples(&self, samples: Vec<Duration>) {
+        self.state.lock().unwrap().cpu_samples = samples;
+    }
+
+    /// How many CPU time samples of a container were read.
+    pub fn cpu_samples_read(&self, container_id: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .containers
+            .get(container_id)
+            .map_or(0, |c| c.cpu_samples_read)
     }
 
     /// A container's CPU weight at creation, then each change.
@@ -174,6 +192,7 @@ impl ContainerRuntime for FakeRuntime {
             FakeContainer {
                 labels: spec.labels.clone(),
                 cpu_shares: vec![spec.cpu_shares],
+                cpu_samples_read: 0,
                 alive: CancellationToken::new(),
             },
         );
@@ -252,6 +271,22 @@ impl ContainerRuntime for FakeRuntime {
             .ok_or_else(|| RuntimeError::NotFound(container_id.to_string()))?;
         container.cpu_shares.push(Some(shares));
         Ok(())
+    }
+
+    fn cpu_time_samples(
+        &self,
+        container_id: &str,
+    ) -> futures::stream::BoxStream<'static, Result<Duration, RuntimeError>> {
+        let samples = self.state.lock().unwrap().cpu_samples.clone();
+        let (state, id) = (self.state.clone(), container_id.to_string());
+        futures::stream::iter(samples)
+            .map(move |sample| {
+                if let Some(c) = state.lock().unwrap().containers.get_mut(&id) {
+                    c.cpu_samples_read += 1;
+                }
+                Ok(sample)
+            })
+            .boxed()
     }
 
     async fn list_containers(

@@ -108,6 +108,8 @@ pub enum RuntimeError {
     RemoveContainer { id: String, cause: String },
     #[error("updating container {id}: {cause}")]
     UpdateContainer { id: String, cause: String },
+    #[error("reading the CPU time of container {id}: {cause}")]
+    ContainerStats { id: String, cause: String },
     #[error("listing containers: {0}")]
     ListContainers(String),
     #[error("creating an exec in container {id}: {cause}")]
@@ -149,6 +151,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Changes a running container's relative CPU weight.
     async fn set_cpu_shares(&self, container_id: &str, shares: i64) -> Result<(), RuntimeError>;
+
+    /// The container's total CPU time so far, as the engine samples it: its first sample at
+    /// once, then about one a second. An engine that does not sample gives an empty stream.
+    fn cpu_time_samples(
+        &self,
+        container_id: &str,
+    ) -> BoxStream<'static, Result<std::time::Duration, RuntimeError>>;
 
     /// Containers (running or not) that carry every one of `labels`.
     async fn list_containers(

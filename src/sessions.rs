@@ -999,6 +999,9 @@ mod tests {
     #[tokio::test]
     async fn a_new_session_claims_a_prewarmed_worker_and_its_fresh_volume() {
         let (fake, pool, sessions) = prewarming_sessions().await;
+        // Each container's CPU time, sample by sample: busy twice, then quiet.
+        let ms = Duration::from_millis;
+        fake.set_cpu_samples(vec![ms(0), ms(300), ms(600), ms(620), ms(900)]);
         prewarmed(&pool, 1).await;
         let instance = pool.settings().instance_id.clone();
         let before = fake.container_ids();
@@ -1031,6 +1034,14 @@ mod tests {
         assert!(
             before.contains(&container),
             "the pre-warmed container served it"
+        );
+        assert_eq!(
+            (
+                fake.cpu_samples_read(&container),
+                fake.cpu_shares_of(&container)
+            ),
+            (4, vec![Some(128), Some(1024)]),
+            "it was ready once quiet, and then at the usual CPU weight"
         );
         assert_eq!(summary.volume, volume);
         assert_eq!(

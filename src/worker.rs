@@ -3,6 +3,7 @@
 //! conversation between requests (`conversation`), and interrupts, kills or removes itself.
 
 mod conversation;
+mod settle;
 #[cfg(test)]
 mod tests;
 mod warm_up;
@@ -284,6 +285,12 @@ impl Worker {
         {
             Ok(worker) => {
                 if ahead {
+                    // A pre-warmed session worker is claimed by the next new session as soon
+                    // as it is ready; the pool's reservoir hands its newest workers out last.
+                    if session.is_some() {
+                        let quiet = settle::until_quiet(runtime.as_ref(), &container_id).await;
+                        tracing::debug!(worker = %worker.id(), quiet, "pre-warmed; quiet");
+                    }
                     if let Err(e) = runtime.set_cpu_shares(&container_id, CPU_SHARES).await {
                         tracing::warn!(cause = %e, "a warm worker keeps the CPU weight of a start");
                     }

@@ -709,3 +709,35 @@ async fn startup_removes_what_an_earlier_run_of_the_instance_left() {
     shutdown_clean(pool).await;
     mock.shutdown().await;
 }
+
+/// The engine's CPU samples of a worker's container, which a pre-warmed session worker waits
+/// on until its CLI is quiet: the first comes at once and holds the CLI's start, the next
+/// about a second later, never less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_samples_a_workers_cpu_time() {
+    let mock = MockUpstream::start().await;
+    let worker_settings = settings(&mock.base_url(), Credentials::ApiKey("sk-test".into()));
+    let instance = worker_settings.instance_id.clone();
+    let pool = start_pool(worker_settings, pool_config(reuse(), 1)).await;
+    let container = instance_containers(&instance)
+        .await
+        .pop()
+        .expect("a warm worker");
+    let runtime = docker::docker().await;
+    let t0 = Instant::now();
+    let samples: Vec<Duration> = runtime
+        .cpu_time_samples(&container)
+        .take(2)
+        .map(|s| s.expect("a sample"))
+        .collect()
+        .await;
+    assert_eq!(samples.len(), 2);
+    assert!(
+        samples[0] > Duration::from_millis(100),
+        "a CLI start takes a good part of a CPU-second: {samples:?}"
+    );
+    assert!(samples[1] >= samples[0], "{samples:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    shutdown_clean(pool).await;
+    mock.shutdown().await;
+}

@@ -986,9 +986,16 @@ async fn a_follow_up_sent_the_moment_the_answer_ends_finds_the_holding() {
 #[tokio::test]
 async fn a_worker_started_ahead_yields_the_cpu_until_warm_and_a_session_start_does_not() {
     let fake = FakeRuntime::new();
+    let ms = Duration::from_millis;
+    fake.set_cpu_samples(vec![ms(0), ms(300), ms(600), ms(620), ms(900)]);
     let pool = pool_with(&fake, config(reuse(10))).await;
     let (pooled, _) = serve(&pool, "alice", "one").await;
     assert_eq!(fake.cpu_shares_of(&pooled), [Some(128), Some(1024)]);
+    assert_eq!(
+        fake.cpu_samples_read(&pooled),
+        0,
+        "a pool worker does not wait for quiet (pre-warmed session workers do)"
+    );
 
     let workspace = SessionWorkspace {
         session_id: "s1".into(),
@@ -1003,6 +1010,7 @@ async fn a_worker_started_ahead_yields_the_cpu_until_warm_and_a_session_start_do
         [Some(1024)],
         "a request waits for it"
     );
+    assert_eq!(fake.cpu_samples_read(session.container_id()), 0);
     drop(session);
     pool.shutdown(Duration::from_secs(2)).await;
 }

@@ -304,3 +304,24 @@ async fn a_flood_while_idle_retires_the_worker_without_keeping_it_busy() {
     let (_, outcome) = turn(&mut w, TurnRequest::text("fine")).await;
     assert!(outcome.is_success(), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn waiting_for_quiet_ends_at_a_quiet_sample_or_gives_up() {
+    let fake = FakeRuntime::new();
+    let ms = Duration::from_millis;
+    fake.set_cpu_samples(vec![ms(0), ms(80), ms(129), ms(500)]);
+    assert!(
+        super::settle::until_quiet(&fake, "any").await,
+        "49 ms between samples is quiet"
+    );
+    fake.set_cpu_samples((0..10).map(|i| ms(i * 60)).collect());
+    assert!(
+        !super::settle::until_quiet(&fake, "any").await,
+        "never quiet"
+    );
+    fake.set_cpu_samples(Vec::new());
+    assert!(
+        !super::settle::until_quiet(&fake, "any").await,
+        "no samples: no wait"
+    );
+}
