@@ -821,7 +821,9 @@ async fn http_new_sessions(stack: &HttpStack, n: usize) -> Phase {
     }
 }
 
-/// Waits (at most 120 s) until every turn is released and the filler has no start in flight.
+/// Waits (at most 120 s) until every turn is released and the filler has no start in flight,
+/// then (at most 10 s) until the machine is quiet: a CLI just started keeps working for about
+/// a second after it is warm, which would otherwise land on the next phase's first requests.
 /// Not until the warm targets are met: held conversations may be using the capacity, and the
 /// filler does not evict them to reach a target (a new conversation takes one over instead).
 async fn settle(pool: &WarmPool) {
@@ -834,6 +836,15 @@ async fn settle(pool: &WarmPool) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Quiet: under 40 ms of CPU in 200 ms, a tenth of one core.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let before = machine_cpu();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if machine_cpu() - before < Duration::from_millis(40) {
+            break;
+        }
     }
 }
 
