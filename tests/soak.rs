@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ccpool::credentials::Credentials;
+use ccpool::pool::StartBackoff;
 use ccpool::runtime::{ContainerRuntime, LABEL_INSTANCE};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -43,6 +44,14 @@ async fn soak_every_request_ends_and_nothing_leaks() {
     // Every request is a one-shot conversation: its holding is let go at the reaper's next
     // pass, so "back to full" below means warm workers, not conversations held for follow-ups.
     config.hold_idle = Duration::from_millis(1);
+    // The soak's own kills make starts fail (a kill can hit a worker still starting: 12 of 19
+    // starts once): retry soon and never give the profile up, so that the refill below
+    // measures starts, not the backoff's waits for a broken image (which its own tests cover).
+    config.start_backoff = StartBackoff {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        give_up_after: 0,
+    };
     let mut worker_settings = settings(&mock.base_url(), Credentials::ApiKey("sk-test".into()));
     worker_settings.silence_limit = Duration::from_secs(20);
     let instance = worker_settings.instance_id.clone();
@@ -215,7 +224,7 @@ async fn soak_every_request_ends_and_nothing_leaks() {
     let status = pool.status();
     println!(
         "soak: {REQUESTS} requests at concurrency {CONCURRENCY} in {:.1}s ({:.1} req/s): answered {}, upstream errors {}, \
-         worker errors {}, disconnected {}; {} workers killed, {} replacements; first delta p50 {:.0} ms p90 {:.0} ms; \
+         worker errors {}, disconnected {}; {} workers killed, {} replacements, {} failed starts; first delta p50 {:.0} ms p90 {:.0} ms; \
          pool full again {:.0} ms after the end",
         elapsed.as_secs_f64(),
         REQUESTS as f64 / elapsed.as_secs_f64(),
@@ -225,6 +234,7 @@ async fn soak_every_request_ends_and_nothing_leaks() {
         outcomes.disconnected.load(Ordering::SeqCst),
         kills.load(Ordering::SeqCst),
         status.started - started_before,
+        status.start_failures,
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.9).as_secs_f64() * 1e3,
         refill.as_secs_f64() * 1e3,
