@@ -55,6 +55,8 @@ pub const SLOW_DELTA_DELAY: Duration = Duration::from_millis(50);
 pub const LONG_DELTAS: usize = 400;
 /// Number of text deltas sent before the connection is cut in `[[midfail]]`.
 pub const MIDFAIL_DELTAS: usize = 3;
+/// How long after its last bytes `[[midfail]]` cuts the connection.
+pub const MIDFAIL_PAUSE: Duration = Duration::from_millis(200);
 /// Text of the text block preceding the tool call in `[[tool]]`.
 pub const TOOL_PREAMBLE: &str = "I'll run a command.";
 /// Command the mock asks the CLI to run in `[[tool]]`.
@@ -1097,8 +1099,10 @@ fn chunk_body(chunks: Vec<Chunk>, slow: bool) -> Body {
                 Ok(b)
             }
             Chunk::Fail => {
-                // Let hyper flush what was already sent before the cut.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // The cut comes a moment after what was sent, as a real one does mid-stream:
+                // long enough for it to pass the relay and the CLI. With 10 ms, on a loaded
+                // machine, the CLI once read the reset before the deltas and dropped them.
+                tokio::time::sleep(MIDFAIL_PAUSE).await;
                 Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "mock upstream: [[midfail]] cut the stream",
