@@ -2,9 +2,10 @@
 //! warm-up a CLI keeps working for about a second (its garbage collector and deferred start-up
 //! work: measured with 2.1.327, 130–190 ms of CPU in the 1.5 s after the warm-up, on the main
 //! thread and JavaScriptCore's heap helpers), and on 2 cores a request served in that time, by
-//! it or by a worker beside it, reached its first delta tens of milliseconds later. A worker
-//! started ahead of demand therefore waits, still at its low CPU weight, until the engine's
-//! CPU samples of its container show it quiet.
+//! it or by a worker beside it, reached its first delta tens of milliseconds later. A
+//! pre-warmed session worker, which the next new session claims the moment it is ready,
+//! therefore waits, still at its low CPU weight, until the engine's CPU samples of its
+//! container show it quiet. The pool's own workers do not wait (see `Worker::start_in`).
 
 use std::time::Duration;
 
